@@ -1,0 +1,1 @@
+"""videojobs: asynchronous AI video generation service."""
