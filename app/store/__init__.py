@@ -1,0 +1,38 @@
+"""The job store: SurrealDB connection, schema and one repository per table."""
+
+from __future__ import annotations
+
+from app.store.connection import Database, DatabaseConfig
+from app.store.jobs import JobRepository
+from app.store.library import LibraryRepository
+from app.store.schema import migrate
+from app.store.templates import TemplateRepository
+from app.store.tokens import TokenRepository
+from app.store.users import LedgerRepository, UserRepository
+
+
+class Store:
+    """All repositories over one Database; build once per process."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.users = UserRepository(db)
+        self.ledger = LedgerRepository(db)
+        self.jobs = JobRepository(db)
+        self.templates = TemplateRepository(db)
+        self.library = LibraryRepository(db)
+        self.tokens = TokenRepository(db)
+
+    @classmethod
+    def open(cls, config: DatabaseConfig, *, run_migrations: bool = True) -> Store:
+        db = Database(config)
+        db.connect()
+        if run_migrations:
+            migrate(db)
+        return cls(db)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+__all__ = ["Database", "DatabaseConfig", "Store", "migrate"]

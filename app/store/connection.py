@@ -1,0 +1,206 @@
+"""One SurrealDB connection for every URL scheme, with every statement's status checked.
+
+The SDK's `query()` hides per-statement errors behind its builders; we use `query_raw()`
+and check each statement ourselves, classify failures into `app.store.errors`, and retry
+transaction conflicts (the engine says they "can be retried") with jittered backoff.
+Embedded engines (`mem://`, `surrealkv://`) are one shared, thread-safe connection per
+process; network ones (`ws://`, `wss://`, `http(s)://`) get one connection per thread,
+since a blocking websocket connection serves one request at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from app.store.errors import (
+    AlreadyExists,
+    ConflictRetryable,
+    ConstraintViolation,
+    StoreError,
+    StoreLocked,
+    StoreUnavailable,
+    Thrown,
+)
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_SCHEMES = ("mem://", "memory://", "surrealkv://", "file://", "rocksdb://")
+_CONFLICT_RETRIES = 8
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    """Where the store lives and how to sign in."""
+
+    url: str
+    namespace: str = "videojobs"
+    database: str = "videojobs"
+    user: str | None = None
+    password: str | None = None
+
+    @property
+    def embedded(self) -> bool:
+        return self.url.startswith(EMBEDDED_SCHEMES)
+
+
+def _embedded_url(url: str) -> str:
+    """Make `surrealkv://var/db` an absolute path and create its parent directory."""
+    for scheme in ("surrealkv://", "file://", "rocksdb://"):
+        if url.startswith(scheme):
+            path = url[len(scheme) :]
+            if not path:
+                raise StoreError(f"{url!r} names no directory")
+            abs_path = os.path.abspath(path)
+            os.makedirs(os.path.dirname(abs_path), exist_ok=True)
+            return scheme + abs_path
+    return url
+
+
+def _classify(status: Mapping[str, Any]) -> StoreError:
+    """Turn one failed statement into a typed error."""
+    kind = str(status.get("kind") or "")
+    message = str(status.get("result") or status.get("message") or "unknown store error")
+    if kind == "Thrown" or message.startswith("An error occurred: "):
+        return Thrown(message.removeprefix("An error occurred: ").strip())
+    if kind == "AlreadyExists" or "already exists" in message or "already contains" in message:
+        return AlreadyExists(message)
+    if "must conform to" in message:
+        return ConstraintViolation(message)
+    if "can be retried" in message or "conflict" in message.lower():
+        return ConflictRetryable(message)
+    return StoreError(message)
+
+
+# Statements that only report "a previous statement failed": skip them when looking
+# for the statement that explains a failed transaction.
+_FOLLOW_ON = (
+    "The query was not executed due to a failed transaction",
+    "The query was not executed due to a cancelled transaction",
+    "Cannot COMMIT: the transaction was aborted due to a prior error",
+)
+
+
+def check_statements(response: Mapping[str, Any]) -> list[Any]:
+    """Every statement's result, or the most telling error if any statement failed."""
+    if "error" in response and "result" not in response:
+        err = response["error"]
+        message = err.get("message") if isinstance(err, Mapping) else str(err)
+        raise _classify({"result": message})
+    results = response.get("result")
+    if not isinstance(results, list):
+        raise StoreError(f"unexpected response from SurrealDB: {type(results).__name__}")
+    failures = [s for s in results if isinstance(s, Mapping) and s.get("status") == "ERR"]
+    if failures:
+        telling = [f for f in failures if str(f.get("result")) not in _FOLLOW_ON]
+        raise _classify((telling or failures)[0])
+    return [s.get("result") if isinstance(s, Mapping) else s for s in results]
+
+
+class Database:
+    """Runs SurrealQL; the only object in the code base holding a SurrealDB connection."""
+
+    def __init__(self, config: DatabaseConfig) -> None:
+        self.config = config
+        self._shared: Any = None
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def _open(self) -> Any:
+        from surrealdb import Surreal
+
+        url = _embedded_url(self.config.url) if self.config.embedded else self.config.url
+        try:
+            conn = Surreal(url)
+            conn.connect()
+            if self.config.user and not self.config.embedded:
+                conn.signin({"username": self.config.user, "password": self.config.password or ""})
+            conn.use(self.config.namespace, self.config.database)
+        except Exception as exc:  # the SDK raises many types; classify by message
+            text = str(exc)
+            if "already locked" in text or "LOCK" in text:
+                raise StoreLocked(
+                    f"the embedded store at {self.config.url} is in use by another process; "
+                    "stop it first, or use a SurrealDB server (ws://) for several processes"
+                ) from exc
+            raise StoreUnavailable(f"cannot open SurrealDB at {_redact(url)}: {text}") from exc
+        return conn
+
+    def _connection(self) -> Any:
+        if os.getpid() != self._pid:
+            # A forked child must not reuse its parent's connection (it can hang): start over.
+            self._pid = os.getpid()
+            self._shared = None
+            self._local = threading.local()
+        if self.config.embedded:
+            if self._shared is None:
+                with self._lock:
+                    if self._shared is None:
+                        self._shared = self._open()
+            return self._shared
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._open()
+            self._local.conn = conn
+        return conn
+
+    def connect(self) -> None:
+        """Open now (fail fast at start) rather than at the first query."""
+        self._connection()
+
+    def close(self) -> None:
+        """Release the connection (and the embedded store's directory lock)."""
+        with self._lock:
+            if self._shared is not None:
+                try:
+                    self._shared.close()
+                finally:
+                    self._shared = None
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            try:
+                conn.close()
+            finally:
+                self._local.conn = None
+
+    def _drop_thread_connection(self) -> None:
+        if not self.config.embedded:
+            self._local.conn = None
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Any]:
+        """Run `sql`, check every statement, retry conflicts; one result per statement."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                raw = self._connection().query_raw(sql, dict(params or {}))
+            except StoreError:
+                raise
+            except Exception as exc:
+                self._drop_thread_connection()
+                raise StoreUnavailable(f"SurrealDB call failed: {exc}") from exc
+            try:
+                return check_statements(raw)
+            except ConflictRetryable:
+                if attempt >= _CONFLICT_RETRIES:
+                    raise
+                time.sleep(min(0.5, 0.005 * 2**attempt) * (0.5 + random.random()))
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless a trivial query round-trips."""
+        self.query("RETURN 1;")
+
+
+def _redact(url: str) -> str:
+    """Never log credentials embedded in a URL."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url

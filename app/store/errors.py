@@ -1,0 +1,44 @@
+"""The store's exception tree, so callers never parse SurrealDB messages themselves.
+
+    StoreError
+    ├── StoreUnavailable        the database cannot be reached (HTTP 503, readiness false)
+    ├── StoreLocked             an embedded store is already open in another process
+    ├── ConflictRetryable       a transaction conflict that survived our retries
+    ├── AlreadyExists           a record id or UNIQUE index already taken
+    ├── ConstraintViolation     an ASSERT failed (e.g. a balance would go negative)
+    └── Thrown                  a THROW from our own SurrealQL (its message is the reason)
+"""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Any failure from the job store."""
+
+
+class StoreUnavailable(StoreError):
+    """The store could not be reached or answered with a transport error."""
+
+
+class StoreLocked(StoreError):
+    """A second process tried to open an embedded store that another process holds."""
+
+
+class ConflictRetryable(StoreError):
+    """A write conflict that is still there after the retries ran out."""
+
+
+class AlreadyExists(StoreError):
+    """A record id or a UNIQUE index value is already taken."""
+
+
+class ConstraintViolation(StoreError):
+    """A field ASSERT refused the write."""
+
+
+class Thrown(StoreError):
+    """Our own `THROW "<REASON>"`; `reason` is the thrown string."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

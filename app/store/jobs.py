@@ -1,0 +1,206 @@
+"""The `video_job` table: creation with its charge, reads, listing, and terminal writes.
+
+Exactly-once money: a job and its charge are one transaction (the balance update is
+guarded by `WHERE credits >= $cost` and the field's `ASSERT $value >= 0`); a refund is
+one transaction that wins the job's compare-and-set to `failed` *and* creates the
+ledger row `credit_ledger:refund_<job>` whose id (and the UNIQUE (ref, kind) index) can
+exist once. A second refund attempt finds the job terminal or the row taken, and the
+whole transaction rolls back.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from app.store.connection import Database
+from app.store.errors import AlreadyExists, Thrown
+from app.store.records import first, rows
+
+TERMINAL = ("completed", "failed")
+
+
+class InsufficientCredits(Exception):
+    """The balance is below the job's cost; nothing was written."""
+
+
+class IdempotencyKeyTaken(Exception):
+    """Another request with this user's key got there first; `job_id` is its job."""
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """Everything the API decided about a job before it is written."""
+
+    job_id: str
+    user_id: str
+    email: str
+    template_id: str
+    model: str
+    prompt: str
+    negative_prompt: str | None
+    start_key: str
+    duration: str
+    variables: dict[str, str]
+    credits: int
+    timeout_seconds: int
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+
+def idempotency_record_id(user_id: str, key: str) -> str:
+    """One record per (user, key): its id is a hash, so a second CREATE fails atomically."""
+    return hashlib.sha256(f"{user_id}\n{key}".encode()).hexdigest()
+
+
+def encode_cursor(created_at: datetime, job_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{job_id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str] | None:
+    """None for anything we did not hand out (the API answers 400)."""
+    try:
+        text = base64.urlsafe_b64decode(cursor.encode()).decode()
+        stamp, job_id = text.split("|", 1)
+        return datetime.fromisoformat(stamp), job_id
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+_CREATE = """
+BEGIN;
+LET $u = (UPDATE type::record('user', $user_id)
+          SET credits -= $credits, updated_at = time::now()
+          WHERE credits >= $credits RETURN AFTER);
+IF array::len($u) = 0 { THROW "INSUFFICIENT_CREDITS"; };
+CREATE type::record('credit_ledger', $charge_id) CONTENT {
+    user_id: $user_id, email: $email, kind: 'charge', amount: -$credits, ref: $job_id,
+    job_id: $job_id, balance_after: $u[0].credits
+};
+IF $idem_id != NONE {
+    CREATE type::record('idempotency', $idem_id) CONTENT {
+        user_id: $user_id, key: $idem_key, request_hash: $request_hash, job_id: $job_id
+    };
+};
+CREATE type::record('video_job', $job_id) CONTENT {
+    user_id: $user_id, email: $email, template_id: $template_id, model: $model,
+    prompt: $prompt, negative_prompt: $negative_prompt, start_key: $start_key,
+    duration: $duration, variables: $variables, credits: $credits, status: 'pending',
+    phase: 'queued', refunded: false, idempotency_key: $idem_key,
+    deadline_at: time::now() + type::duration($timeout), next_check_at: time::now()
+};
+RETURN $u[0].credits;
+COMMIT;
+"""
+
+_FAIL_AND_REFUND = """
+BEGIN;
+LET $j = (UPDATE type::record('video_job', $job_id)
+          SET status = 'failed', error = $error, refunded = true, phase = NONE,
+              lease_owner = NONE, lease_until = NONE, next_check_at = NONE,
+              cancel_requested = $cancel, updated_at = time::now(), completed_at = time::now()
+          WHERE status IN $from RETURN AFTER);
+IF array::len($j) = 0 { THROW "NOT_IN_STATE"; };
+LET $u = (UPDATE type::record('user', $j[0].user_id)
+          SET credits += $j[0].credits, updated_at = time::now() RETURN AFTER);
+CREATE type::record('credit_ledger', $refund_id) CONTENT {
+    user_id: $j[0].user_id, email: $j[0].email, kind: 'refund', amount: $j[0].credits,
+    ref: $job_id, job_id: $job_id, balance_after: $u[0].credits, note: $error
+};
+RETURN $j[0];
+COMMIT;
+"""
+
+
+class JobRepository:
+    """The only code reading or writing `video_job` (and the charge/refund rows)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def create_with_charge(self, job: NewJob) -> int:
+        """Charge, ledger row, idempotency row and pending job in one transaction.
+
+        Returns the balance after the charge. Raises InsufficientCredits, or
+        IdempotencyKeyTaken when a concurrent request with the same key won.
+        """
+        idem_id = (idempotency_record_id(job.user_id, job.idempotency_key)
+                   if job.idempotency_key else None)
+        params: dict[str, Any] = {
+            "job_id": job.job_id, "user_id": job.user_id, "email": job.email,
+            "template_id": job.template_id, "model": job.model, "prompt": job.prompt,
+            "negative_prompt": job.negative_prompt, "start_key": job.start_key,
+            "duration": job.duration, "variables": job.variables, "credits": job.credits,
+            "timeout": f"{int(job.timeout_seconds)}s", "charge_id": f"charge_{job.job_id}",
+            "idem_id": idem_id, "idem_key": job.idempotency_key,
+            "request_hash": job.request_hash,
+        }
+        try:
+            result = self.db.query(_CREATE, params)
+        except Thrown as exc:
+            if exc.reason == "INSUFFICIENT_CREDITS":
+                raise InsufficientCredits() from None
+            raise
+        except AlreadyExists as exc:
+            if idem_id is not None and "idempotency" in str(exc):
+                raise IdempotencyKeyTaken() from None
+            raise
+        return int([r for r in result if isinstance(r, int)][-1])
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        return first(self.db.query("SELECT * FROM ONLY type::record('video_job', $id);",
+                                   {"id": job_id})[0])
+
+    def idempotency(self, user_id: str, key: str) -> dict[str, Any] | None:
+        return first(self.db.query(
+            "SELECT * FROM ONLY type::record('idempotency', $id);",
+            {"id": idempotency_record_id(user_id, key)})[0])
+
+    def list_for_user(self, email: str, limit: int,
+                      cursor: tuple[datetime, str] | None) -> list[dict[str, Any]]:
+        """Newest first; `limit + 1` rows are read so the caller knows if more exist."""
+        if cursor is None:
+            sql = ("SELECT * FROM video_job WHERE email = $email "
+                   "ORDER BY created_at DESC, id DESC LIMIT $n;")
+            params: dict[str, Any] = {"email": email, "n": limit + 1}
+        else:
+            sql = ("SELECT * FROM video_job WHERE email = $email AND (created_at < $at OR "
+                   "(created_at = $at AND id < type::record('video_job', $cid))) "
+                   "ORDER BY created_at DESC, id DESC LIMIT $n;")
+            params = {"email": email, "n": limit + 1, "at": cursor[0], "cid": cursor[1]}
+        return rows(self.db.query(sql, params)[0])
+
+    def count(self) -> int:
+        result = self.db.query("SELECT count() AS n FROM video_job GROUP ALL;")[0]
+        return int(result[0]["n"]) if result else 0
+
+    def fail_and_refund(self, job_id: str, error: str, from_statuses: tuple[str, ...] = (
+            "pending", "processing"), cancel_at_provider: bool = False) -> dict[str, Any] | None:
+        """Mark failed with `error` and refund, once; None if the job was not in `from`."""
+        params = {"job_id": job_id, "error": error, "from": list(from_statuses),
+                  "refund_id": f"refund_{job_id}", "cancel": cancel_at_provider}
+        try:
+            result = self.db.query(_FAIL_AND_REFUND, params)
+        except Thrown as exc:
+            if exc.reason == "NOT_IN_STATE":
+                return None
+            raise
+        except AlreadyExists:
+            return None  # a refund row exists already: never twice
+        for r in reversed(result):
+            if isinstance(r, dict):
+                return first(r)
+        return self.get(job_id)
+
+    def update_if(self, job_id: str, from_statuses: tuple[str, ...],
+                  changes: dict[str, Any]) -> dict[str, Any] | None:
+        """Compare-and-set: apply `changes` only while the status is one of `from`."""
+        sets = ", ".join(f"{name} = $c_{name}" for name in changes)
+        sql = (f"UPDATE type::record('video_job', $id) SET {sets}, updated_at = time::now() "
+               "WHERE status IN $from RETURN AFTER;")
+        params = {"id": job_id, "from": list(from_statuses)}
+        params.update({f"c_{k}": v for k, v in changes.items()})
+        return first(self.db.query(sql, params)[0])

@@ -1,0 +1,46 @@
+"""The `library_item` table: metadata for objects a user owns under users/<id>/library/."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.store.connection import Database
+from app.store.records import first, rows
+
+
+class LibraryRepository:
+    """Record id is a hash of the key, so re-recording the same object is an upsert."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @staticmethod
+    def _rid(key: str) -> str:
+        import hashlib
+
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    def add(self, *, key: str, user_id: str, kind: str, content_type: str, size: int,
+            job_id: str | None = None) -> dict[str, Any]:
+        data = {"key": key, "user_id": user_id, "kind": kind, "content_type": content_type,
+                "size": size, "job_id": job_id}
+        result = self.db.query(
+            "UPSERT type::record('library_item', $rid) MERGE $data RETURN AFTER;",
+            {"rid": self._rid(key), "data": {k: v for k, v in data.items() if v is not None}})
+        row = first(result[0])
+        assert row is not None
+        return row
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return first(self.db.query("SELECT * FROM ONLY type::record('library_item', $rid);",
+                                   {"rid": self._rid(key)})[0])
+
+    def list_for_user(self, user_id: str, limit: int = 500) -> list[dict[str, Any]]:
+        return rows(self.db.query(
+            "SELECT * FROM library_item WHERE user_id = $u ORDER BY created_at DESC LIMIT $n;",
+            {"u": user_id, "n": limit})[0])
+
+    def delete(self, key: str) -> bool:
+        deleted = self.db.query(
+            "DELETE type::record('library_item', $rid) RETURN BEFORE;", {"rid": self._rid(key)})
+        return bool(rows(deleted[0]))
