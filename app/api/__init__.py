@@ -1,0 +1,1 @@
+"""HTTP API blueprints (each named `bp`) and their marshmallow schemas."""

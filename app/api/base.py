@@ -1,0 +1,115 @@
+"""Shared API plumbing: a flask-smorest Blueprint whose validation errors use our shape,
+the services a view needs (from `current_app.extensions`), and request guards."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar, cast
+
+from flask import current_app, g, request
+from flask_smorest import Blueprint as SmorestBlueprint
+from webargs.flaskparser import FlaskParser
+
+from app.api.errors import ApiError, flatten_messages
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Parser(FlaskParser):
+    """webargs parser answering 400 VALIDATION_ERROR with per-field details."""
+
+    def handle_error(self, error: Any, req: Any, schema: Any, *, error_status_code: Any,
+                     error_headers: Any) -> NoReturn:
+        messages = error.messages
+        if isinstance(messages, dict) and len(messages) == 1:
+            (location, inner), = messages.items()
+            if location in ("json", "query", "form", "files", "headers"):
+                messages = inner
+        raise ApiError(400, "VALIDATION_ERROR", flatten_messages(messages))
+
+    def _handle_invalid_json_error(self, error: Any, req: Any, *args: Any,
+                                   **kwargs: Any) -> NoReturn:
+        raise ApiError(400, "VALIDATION_ERROR", {"_body": ["Invalid JSON."]})
+
+
+class Blueprint(SmorestBlueprint):
+    ARGUMENTS_PARSER = _Parser()
+
+
+@dataclass(frozen=True)
+class Services:
+    """What views need, wired once by create_app."""
+
+    settings: Any
+    store: Any
+    storage: Any
+    enqueuer: Any
+    limiter: Any
+
+
+def services() -> Services:
+    return cast(Services, current_app.extensions["videojobs"])
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: from the session cookie or a bearer token."""
+
+    user_id: str
+    email: str
+    via: str  # "session" | "token"
+
+
+def principal() -> Principal:
+    """The caller (only valid inside `require_auth` views)."""
+    return cast(Principal, g.principal)
+
+
+def require_auth(view: F) -> F:
+    """401 UNAUTHORIZED without valid credentials; always the first check."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from app.api.auth import resolve_principal
+
+        who = resolve_principal()
+        if who is None:
+            raise ApiError(401, "UNAUTHORIZED")
+        g.principal = who
+        return view(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+def require_json(view: F) -> F:
+    """415 unless the Content-Type header says JSON: the header decides, not the body."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if request.mimetype != "application/json":
+            raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE")
+        return view(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+def rate_limited(view: F) -> F:
+    """429 RATE_LIMITED with Retry-After beyond RATE_LIMIT_PER_MINUTE (per user)."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        verdict = services().limiter.hit(principal().user_id)
+        if not verdict.allowed:
+            raise ApiError(429, "RATE_LIMITED", headers={"Retry-After": str(verdict.retry_after)})
+        return view(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+def absolute_url(url: str) -> str:
+    """Local storage hands out path-only links; clients want absolute ones."""
+    if url.startswith("/"):
+        return request.host_url.rstrip("/") + url
+    return url

@@ -1,0 +1,20 @@
+"""`GET /api/templates`: the active templates a user can pick from."""
+
+from __future__ import annotations
+
+from flask import Response, jsonify
+
+from app.api.base import Blueprint, require_auth, services
+from app.api.schemas import TemplateListSchema
+from app.video_templates import VideoTemplate
+
+bp = Blueprint("templates", __name__, url_prefix="/api", description="Video templates")
+
+
+@bp.route("/templates", methods=["GET"])
+@require_auth
+@bp.response(200, TemplateListSchema)
+def template_list() -> Response:
+    """Active templates with their durations, costs and variables."""
+    rows = services().store.templates.list_active()
+    return jsonify({"templates": [VideoTemplate.from_record(r).public_dict() for r in rows]})

@@ -1,0 +1,98 @@
+"""`/api/templates/video...`: start, follow, list and cancel video jobs (SPEC 3-5)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, jsonify, request
+
+from app import videos
+from app.api.base import (
+    Blueprint,
+    absolute_url,
+    principal,
+    rate_limited,
+    require_auth,
+    require_json,
+    services,
+)
+from app.api.schemas import (
+    ErrorSchema,
+    JobIdBodySchema,
+    JobIdQuerySchema,
+    JobListQuerySchema,
+    JobListSchema,
+    JobStatusSchema,
+    VideoRequestSchema,
+    VideoStartedSchema,
+)
+
+bp = Blueprint("video", __name__, url_prefix="/api/templates/video",
+               description="Video jobs: start one, follow it, list, cancel")
+
+
+def _caller() -> videos.Caller:
+    who = principal()
+    return videos.Caller(who.user_id, who.email)
+
+
+def _download_url(key: str) -> str:
+    return absolute_url(services().storage.download_url(key))
+
+
+@bp.route("", methods=["POST"])
+@require_auth
+@rate_limited
+@require_json
+@bp.arguments(VideoRequestSchema)
+@bp.response(200, VideoStartedSchema)
+@bp.alt_response(400, schema=ErrorSchema, description="VALIDATION_ERROR")
+@bp.alt_response(402, schema=ErrorSchema, description="INSUFFICIENT_CREDITS")
+@bp.alt_response(404, schema=ErrorSchema, description="Template / start image not found")
+@bp.alt_response(409, schema=ErrorSchema, description="IDEMPOTENCY_KEY_REUSED")
+@bp.alt_response(415, schema=ErrorSchema, description="UNSUPPORTED_MEDIA_TYPE")
+@bp.alt_response(429, schema=ErrorSchema, description="RATE_LIMITED")
+@bp.alt_response(503, schema=ErrorSchema, description="SERVICE_UNAVAILABLE")
+def start(body: dict[str, Any]) -> Response:
+    """Charge the template's credits, record a pending job and queue it; answers at once."""
+    svc = services()
+    started = videos.start_video(svc.store, svc.enqueuer, _caller(), body,
+                                 request.headers.get("Idempotency-Key"),
+                                 svc.settings.job_timeout_seconds)
+    return jsonify(started.body())
+
+
+@bp.route("/status", methods=["GET"])
+@require_auth
+@bp.arguments(JobIdQuerySchema, location="query")
+@bp.response(200, JobStatusSchema)
+@bp.alt_response(404, schema=ErrorSchema, description="Job not found")
+def status(query: dict[str, Any]) -> Response:
+    """The job's status; cheap enough to poll every 3 s, never waits on the provider."""
+    body = videos.job_status(services().store, _caller(), query.get("jobId"), _download_url)
+    resp = jsonify(body)
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+@bp.route("/jobs", methods=["GET"])
+@require_auth
+@bp.arguments(JobListQuerySchema, location="query")
+@bp.response(200, JobListSchema)
+def job_list(query: dict[str, Any]) -> Response:
+    """The caller's jobs, newest first, with a cursor for the next page."""
+    return jsonify(videos.list_jobs(services().store, _caller(), query["limit"],
+                                    query.get("cursor")))
+
+
+@bp.route("/cancel", methods=["POST"])
+@require_auth
+@require_json
+@bp.arguments(JobIdBodySchema)
+@bp.response(200, JobStatusSchema)
+@bp.alt_response(409, schema=ErrorSchema, description="JOB_FINISHED")
+def cancel(body: dict[str, Any]) -> Response:
+    """Stop a job that has not finished: failed with `Cancelled`, credits refunded."""
+    svc = services()
+    return jsonify(videos.cancel_job(svc.store, svc.enqueuer, _caller(), body["jobId"],
+                                     _download_url))

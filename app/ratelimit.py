@@ -1,0 +1,58 @@
+"""A per-user fixed-window limit shared by video POSTs and uploads.
+
+Redis (INCR + EXPIRE, atomic in a pipeline) when it is reachable, so every web process
+counts together; an in-process counter otherwise (the one-process `videojobs up`).
+A limiter that cannot reach Redis lets the request through rather than failing it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    retry_after: int
+
+
+class RateLimiter:
+    def __init__(self, per_minute: int, redis_client: Any | None = None) -> None:
+        self.per_minute = per_minute
+        self.redis = redis_client
+        self._local: dict[str, tuple[int, int]] = {}
+        self._lock = threading.Lock()
+
+    def hit(self, subject: str, now: float | None = None) -> Verdict:
+        """Count one request for `subject`; say whether it may proceed."""
+        if self.per_minute <= 0:
+            return Verdict(True, 0)
+        now = time.time() if now is None else now
+        window = int(now // 60)
+        retry_after = max(1, 60 - int(now % 60))
+        count = self._count(f"videojobs:rl:{subject}:{window}", window)
+        return Verdict(count <= self.per_minute, retry_after)
+
+    def _count(self, key: str, window: int) -> int:
+        if self.redis is not None:
+            try:
+                pipe = self.redis.pipeline()
+                pipe.incr(key)
+                pipe.expire(key, 120)
+                return int(pipe.execute()[0])
+            except Exception as exc:  # Redis down: fail open, log once per call site
+                log.warning("rate limiter cannot reach Redis: %s", type(exc).__name__)
+                return 0
+        with self._lock:
+            seen_window, count = self._local.get(key, (window, 0))
+            count = count + 1 if seen_window == window else 1
+            self._local[key] = (window, count)
+            if len(self._local) > 10_000:
+                self._local = {k: v for k, v in self._local.items() if v[0] == window}
+            return count

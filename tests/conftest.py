@@ -1,0 +1,162 @@
+"""Real services for the tests: redis-server on a free loopback port, the embedded
+SurrealDB engine (`mem://`, fresh per test), local and S3-compatible storage, the app."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as redis_lib
+
+from app import create_app
+from app.config import Settings
+from app.passwords import hash_password
+from app.store import DatabaseConfig, Store
+from app.video_templates import load_template_file
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_TEMPLATES = ROOT / "app" / "demo" / "templates.yaml"
+PASSWORD = "correct horse battery"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A private redis-server for the whole session; nothing persisted."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.fail("redis-server is not installed (.ci/run installs it with apt-get)")
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="vj-redis-")
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", workdir],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis_lib.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis_lib.ConnectionError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("redis-server did not start")
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(timeout=10)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis_lib.Redis]:
+    client = redis_lib.Redis.from_url(redis_url)
+    client.flushall()
+    yield client
+    client.flushall()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, redis_url: str) -> Settings:
+    return Settings(
+        secret_key="test-secret-key", surrealdb_url="mem://", redis_url=redis_url,
+        storage_dir=str(tmp_path / "storage"), rate_limit_per_minute=0, embedded=True,
+        max_upload_bytes=1024 * 1024,
+    )
+
+
+@pytest.fixture
+def store() -> Iterator[Store]:
+    s = Store.open(DatabaseConfig("mem://"))
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def templates_loaded(store: Store) -> None:
+    for template in load_template_file(DEMO_TEMPLATES):
+        store.templates.upsert(template.to_record())
+
+
+@pytest.fixture
+def app(settings: Settings, store: Store, redis_client: redis_lib.Redis, templates_loaded: None
+        ) -> Any:
+    flask_app = create_app(settings, store=store)
+    flask_app.testing = True
+    return flask_app
+
+
+@pytest.fixture
+def client(app: Any) -> Any:
+    return app.test_client()
+
+
+def make_png(width: int = 8, height: int = 8) -> bytes:
+    """A real, valid PNG (solid colour) without any imaging library."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    raw = b"".join(b"\x00" + b"\xd0\x40\x20" * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2,
+                                                             0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+class UserSession:
+    """A signed-in test user: a Flask test client with its cookie, plus handy calls."""
+
+    def __init__(self, app: Any, store: Store, email: str, credits: int) -> None:
+        self.email = email
+        self.user = store.users.create(email, hash_password(PASSWORD), credits=credits)
+        self.id: str = self.user["id"]
+        self.client = app.test_client()
+        resp = self.client.post("/api/auth/login", json={"email": email, "password": PASSWORD})
+        assert resp.status_code == 200, resp.get_json()
+        self.store = store
+
+    def upload(self, data: bytes | None = None, filename: str = "design.png") -> str:
+        resp = self.client.post("/api/library", data={
+            "file": (io.BytesIO(data or make_png()), filename)},
+            content_type="multipart/form-data")
+        assert resp.status_code == 201, resp.get_json()
+        return str(resp.get_json()["key"])
+
+    def start(self, start_key: str, headers: dict[str, str] | None = None, **body: Any) -> Any:
+        payload = {"templateSlug": "night-life-roller", "startKey": start_key, **body}
+        return self.client.post("/api/templates/video", json=payload, headers=headers)
+
+    def credits(self) -> int:
+        value = self.store.users.credits(self.id)
+        assert value is not None
+        return value
+
+
+@pytest.fixture
+def make_user(app: Any, store: Store) -> Any:
+    counter = iter(range(1, 10_000))
+
+    def factory(credits: int = 1000, email: str | None = None) -> UserSession:
+        return UserSession(app, store, email or f"user{next(counter)}@example.com", credits)
+
+    return factory
+
+
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
