@@ -11,7 +11,8 @@
 | FAL_QUEUE_URL | https://queue.fal.run |
 | FAL_JWKS_URL | https://rest.alpha.fal.ai/.well-known/jwks.json |
 | PUBLIC_BASE_URL | none (webhooks off) |
-| S3_BUCKET, S3_ENDPOINT_URL, S3_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY | none: local storage |
+| S3_BUCKET, S3_ENDPOINT_URL, S3_REGION | none: local storage |
+| AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY | none (boto3's default chain) |
 | STORAGE_DIR | var/storage |
 | JOB_TIMEOUT_SECONDS | 1800 |
 | STATUS_CHECK_INTERVAL | 5 |

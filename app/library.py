@@ -14,8 +14,14 @@ from typing import IO, Any
 
 from app.errors import ApiError, validation_error
 from app.jobs import iso
-from app.storage import EXTENSIONS, ObjectTooLarge, Storage, is_owned_key, library_key
-from app.storage import sniff_image_type
+from app.storage import (
+    EXTENSIONS,
+    ObjectTooLarge,
+    Storage,
+    is_owned_key,
+    library_key,
+    sniff_image_type,
+)
 from app.store import Store
 
 log = logging.getLogger(__name__)

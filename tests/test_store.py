@@ -10,7 +10,7 @@ import pytest
 
 from app.ids import new_id
 from app.store import DatabaseConfig, Store, migrate
-from app.store.errors import AlreadyExists, StoreLocked
+from app.store.errors import AlreadyExists, StoreError, StoreLocked
 from app.store.jobs import NewJob
 
 
@@ -52,7 +52,7 @@ def test_refund_happens_at_most_once(store: Store) -> None:
 
 def test_balance_can_never_go_negative(store: Store) -> None:
     user = store.users.create("n@example.com", None, credits=10)
-    with pytest.raises(Exception):
+    with pytest.raises(StoreError):
         store.db.query("UPDATE type::record('user', $id) SET credits = -1;", {"id": user["id"]})
     assert store.users.credits(user["id"]) == 10
 

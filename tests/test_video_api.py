@@ -161,13 +161,13 @@ def test_template_check_comes_before_duration(make_user: Any) -> None:
 
 
 @pytest.mark.parametrize("make_key", [
-    lambda me, other: "users/%s/library/missing.png" % me,
+    lambda me, other: f"users/{me}/library/missing.png",
     lambda me, other: other,
-    lambda me, other: "users/%s/library/../../%s" % (me, other.split("/", 1)[1]),
+    lambda me, other: "users/{}/library/../../{}".format(me, other.split("/", 1)[1]),
     lambda me, other: "/" + other,
     lambda me, other: "../" + other,
-    lambda me, other: other.replace("users/", "users/%s/../" % me),
-    lambda me, other: "elsewhere/%s/library/x.png" % me,
+    lambda me, other: other.replace("users/", f"users/{me}/../"),
+    lambda me, other: f"elsewhere/{me}/library/x.png",
 ])
 def test_start_image_not_the_callers_is_404(make_user: Any, store: Store, make_key: Any
                                             ) -> None:

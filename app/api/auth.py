@@ -11,7 +11,7 @@ from flask import Flask, Response, jsonify, request, session
 
 from app.api.base import Blueprint, Principal, principal, require_auth, require_json, services
 from app.api.errors import ApiError
-from app.api.schemas import AccountSchema, ErrorSchema, LoginSchema
+from app.api.schemas import AccountSchema, ApiErrorSchema, LoginSchema
 from app.passwords import verify_password
 
 bp = Blueprint("auth", __name__, url_prefix="/api", description="Sign in and the caller's account")
@@ -99,7 +99,7 @@ def _account(user_id: str) -> dict[str, Any]:
 @require_json
 @bp.arguments(LoginSchema)
 @bp.response(200, AccountSchema)
-@bp.alt_response(401, schema=ErrorSchema, description="INVALID_CREDENTIALS")
+@bp.alt_response(401, schema=ApiErrorSchema, description="INVALID_CREDENTIALS")
 def login(body: dict[str, str]) -> Response:
     """Sign in; sets the HttpOnly session cookie."""
     email = body["email"].strip().lower()
@@ -125,7 +125,7 @@ def logout() -> Response:
 @bp.route("/me", methods=["GET"])
 @require_auth
 @bp.response(200, AccountSchema)
-@bp.alt_response(401, schema=ErrorSchema)
+@bp.alt_response(401, schema=ApiErrorSchema)
 def me() -> Response:
     """The caller's email and credit balance."""
     return jsonify(_account(principal().user_id))

@@ -17,8 +17,8 @@ from app.api.base import (
 )
 from app.api.errors import ApiError
 from app.api.schemas import (
+    ApiErrorSchema,
     CreatedKeySchema,
-    ErrorSchema,
     LibraryKeyQuerySchema,
     LibraryListSchema,
 )
@@ -42,8 +42,8 @@ def library_list() -> Response:
 @require_auth
 @rate_limited
 @bp.response(201, CreatedKeySchema)
-@bp.alt_response(413, schema=ErrorSchema, description="FILE_TOO_LARGE")
-@bp.alt_response(415, schema=ErrorSchema, description="UNSUPPORTED_MEDIA_TYPE")
+@bp.alt_response(413, schema=ApiErrorSchema, description="FILE_TOO_LARGE")
+@bp.alt_response(415, schema=ApiErrorSchema, description="UNSUPPORTED_MEDIA_TYPE")
 @bp.doc(requestBody={"content": {"multipart/form-data": {"schema": {
     "type": "object", "properties": {"file": {"type": "string", "format": "binary"}},
     "required": ["file"]}}}})
@@ -63,7 +63,7 @@ def library_upload() -> tuple[Response, int]:
 @require_auth
 @bp.arguments(LibraryKeyQuerySchema, location="query")
 @bp.response(204)
-@bp.alt_response(404, schema=ErrorSchema)
+@bp.alt_response(404, schema=ApiErrorSchema)
 def library_delete(query: dict[str, Any]) -> Response:
     """Delete one of the caller's objects."""
     svc = services()

@@ -24,7 +24,7 @@ class DurationField(fields.String):
         return result
 
 
-class ErrorSchema(Schema):
+class ApiErrorSchema(Schema):
     error = fields.String(required=True)
     details = fields.Dict(keys=fields.String(), values=fields.List(fields.String()))
 

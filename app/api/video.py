@@ -17,7 +17,7 @@ from app.api.base import (
     services,
 )
 from app.api.schemas import (
-    ErrorSchema,
+    ApiErrorSchema,
     JobIdBodySchema,
     JobIdQuerySchema,
     JobListQuerySchema,
@@ -46,13 +46,13 @@ def _download_url(key: str) -> str:
 @require_json
 @bp.arguments(VideoRequestSchema)
 @bp.response(200, VideoStartedSchema)
-@bp.alt_response(400, schema=ErrorSchema, description="VALIDATION_ERROR")
-@bp.alt_response(402, schema=ErrorSchema, description="INSUFFICIENT_CREDITS")
-@bp.alt_response(404, schema=ErrorSchema, description="Template / start image not found")
-@bp.alt_response(409, schema=ErrorSchema, description="IDEMPOTENCY_KEY_REUSED")
-@bp.alt_response(415, schema=ErrorSchema, description="UNSUPPORTED_MEDIA_TYPE")
-@bp.alt_response(429, schema=ErrorSchema, description="RATE_LIMITED")
-@bp.alt_response(503, schema=ErrorSchema, description="SERVICE_UNAVAILABLE")
+@bp.alt_response(400, schema=ApiErrorSchema, description="VALIDATION_ERROR")
+@bp.alt_response(402, schema=ApiErrorSchema, description="INSUFFICIENT_CREDITS")
+@bp.alt_response(404, schema=ApiErrorSchema, description="Template / start image not found")
+@bp.alt_response(409, schema=ApiErrorSchema, description="IDEMPOTENCY_KEY_REUSED")
+@bp.alt_response(415, schema=ApiErrorSchema, description="UNSUPPORTED_MEDIA_TYPE")
+@bp.alt_response(429, schema=ApiErrorSchema, description="RATE_LIMITED")
+@bp.alt_response(503, schema=ApiErrorSchema, description="SERVICE_UNAVAILABLE")
 def start(body: dict[str, Any]) -> Response:
     """Charge the template's credits, record a pending job and queue it; answers at once."""
     svc = services()
@@ -66,7 +66,7 @@ def start(body: dict[str, Any]) -> Response:
 @require_auth
 @bp.arguments(JobIdQuerySchema, location="query")
 @bp.response(200, JobStatusSchema)
-@bp.alt_response(404, schema=ErrorSchema, description="Job not found")
+@bp.alt_response(404, schema=ApiErrorSchema, description="Job not found")
 def status(query: dict[str, Any]) -> Response:
     """The job's status; cheap enough to poll every 3 s, never waits on the provider."""
     body = videos.job_status(services().store, _caller(), query.get("jobId"), _download_url)
@@ -90,7 +90,7 @@ def job_list(query: dict[str, Any]) -> Response:
 @require_json
 @bp.arguments(JobIdBodySchema)
 @bp.response(200, JobStatusSchema)
-@bp.alt_response(409, schema=ErrorSchema, description="JOB_FINISHED")
+@bp.alt_response(409, schema=ApiErrorSchema, description="JOB_FINISHED")
 def cancel(body: dict[str, Any]) -> Response:
     """Stop a job that has not finished: failed with `Cancelled`, credits refunded."""
     svc = services()
