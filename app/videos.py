@@ -83,7 +83,7 @@ def _replay(store: Store, caller: Caller, key: str, digest: str) -> Started | No
 
 
 def load_template(store: Store, slug: str) -> VideoTemplate:
-    record = store.templates.get(slug)
+    record = store.templates.get_cached(slug)
     if record is None or not record.get("active", True):
         raise ApiError(404, "Template not found")
     return VideoTemplate.from_record(record)
@@ -150,11 +150,13 @@ def start_video(store: Store, enqueuer: Enqueuer, caller: Caller, body: Mapping[
     return Started(job.job_id, credits, replayed=False)
 
 
-def owned_job(store: Store, caller: Caller, job_id: str | None) -> dict[str, Any]:
+def owned_job(store: Store, caller: Caller, job_id: str | None,
+              status_only: bool = False) -> dict[str, Any]:
     """The caller's job; another user's job is as missing as an unknown one."""
     if not job_id:
         raise ApiError(400, "jobId is required")
-    job = store.jobs.get(job_id) if is_valid_id(job_id) else None
+    read = store.jobs.get_status_fields if status_only else store.jobs.get
+    job = read(job_id) if is_valid_id(job_id) else None
     if job is None or job.get("user_id") != caller.user_id:
         raise ApiError(404, "Job not found")
     return job
@@ -162,7 +164,7 @@ def owned_job(store: Store, caller: Caller, job_id: str | None) -> dict[str, Any
 
 def job_status(store: Store, caller: Caller, job_id: str | None,
                download_url: Callable[[str], str]) -> dict[str, Any]:
-    return jobs.status_body(owned_job(store, caller, job_id), download_url)
+    return jobs.status_body(owned_job(store, caller, job_id, status_only=True), download_url)
 
 
 def list_jobs(store: Store, caller: Caller, limit: int, cursor: str | None) -> dict[str, Any]:

@@ -54,10 +54,6 @@ class VideoStartedSchema(Schema):
     message = fields.String(required=True)
 
 
-class JobIdQuerySchema(Schema):
-    jobId = fields.String()
-
-
 class JobIdBodySchema(StrictSchema):
     jobId = fields.String(required=True, validate=validate.Length(min=1, max=64))
 

@@ -154,6 +154,13 @@ class JobRepository:
         return first(self.db.query("SELECT * FROM ONLY type::record('video_job', $id);",
                                    {"id": job_id})[0])
 
+    def get_status_fields(self, job_id: str) -> dict[str, Any] | None:
+        """Only what a status answer needs: the hot path of every dashboard poll."""
+        return first(self.db.query(
+            "SELECT id, user_id, status, phase, queue_position, progress, result_key, credits,"
+            " error, refunded, created_at, completed_at"
+            " FROM ONLY type::record('video_job', $id);", {"id": job_id})[0])
+
     def idempotency(self, user_id: str, key: str) -> dict[str, Any] | None:
         return first(self.db.query(
             "SELECT * FROM ONLY type::record('idempotency', $id);",

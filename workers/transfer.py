@@ -1,0 +1,547 @@
+"""Stream a finished video from the provider's URL straight into storage, safely.
+
+Exceptions (``str(exc)`` is a short sentence fit for a job's ``error`` field)::
+
+    TransferError                   the video could not be fetched
+    ├── RetryableTransferError      worth another attempt from the same URL: connection
+    │                               refused or reset, timeouts (connect, read, total),
+    │                               a body cut off before Content-Length, 408, 429, 5xx
+    └── PermanentTransferError      retrying the same URL will not help
+        ├── UnsafeURL               not http(s), credentials in the URL, or a host that
+        │                           resolves to a non-public address (any hop)
+        ├── TooLarge                over ``max_bytes`` (by Content-Length, or while streaming)
+        ├── BadContentType          not a video (see ``_video_type`` for the rule)
+        └── TooManyRedirects        more than ``max_redirects`` hops
+        (itself: other 4xx, empty or compressed body, invalid TLS certificate...)
+
+Storage errors (``app.storage.StorageError``) propagate unchanged: they are not the URL's
+fault. Whatever fails, nothing is left in storage (``put_stream`` guarantees it, because
+our reader *raises* on a broken body instead of returning an early EOF).
+
+Private addresses and DNS rebinding: every hop is checked with ``check_url`` (scheme, then
+every address the host resolves to), and the check is also *binding*: connections are made
+by a urllib3 connection class whose ``_new_conn`` resolves the host once, refuses the lot if
+any address is non-public, and connects to exactly those checked addresses. A DNS answer
+that changes between the check and the connect therefore cannot reach a private address;
+TLS still uses the URL's hostname for SNI and certificate verification, because only the
+socket's destination is pinned. Proxies from the environment are never used (a proxy would
+do its own resolution and void the check). Residual risk: ``_new_conn`` is a urllib3
+internal (pinned major version 2); the test suite fails if it stops being called.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import http.client
+import ipaddress
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
+from urllib3.util import connection as urllib3_connection
+
+from app.storage import ObjectTooLarge, Storage, StoredObject
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 1024 * 1024
+MiB = 1024 * 1024
+ALLOWED_SCHEMES = frozenset({"http", "https"})
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# application/octet-stream is accepted only for these paths, stored as the matching type.
+OCTET_STREAM_EXTENSIONS = {".mp4": "video/mp4", ".mov": "video/quicktime", ".webm": "video/webm"}
+# Headers a caller's session may set that must never travel to a video host.
+_PRIVATE_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+_DEFAULT_HEADERS = {
+    "User-Agent": "videojobs-transfer/1",
+    "Accept": "video/*, application/octet-stream;q=0.5",
+    "Accept-Encoding": "identity",  # videos do not compress; a decoded size is not capped early
+}
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[..., Sequence[tuple[Any, ...]]]
+
+# IPv6 prefixes that carry an IPv4 destination: judge them by that IPv4 address.
+_NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+
+
+# --- errors ------------------------------------------------------------------------------
+
+
+class TransferError(Exception):
+    """The video could not be fetched; the message is fit for a job's error field."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class RetryableTransferError(TransferError):
+    """A transient failure: fetching the same URL again may well work."""
+
+    def __init__(self, message: str, status: int | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message, status)
+        self.retry_after = retry_after
+
+
+class PermanentTransferError(TransferError):
+    """Fetching the same URL again would fail the same way."""
+
+
+class UnsafeURL(PermanentTransferError):
+    """The URL (or a redirect) points somewhere a worker must never connect to."""
+
+
+class TooLarge(PermanentTransferError):
+    """The video is over the size cap."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"Video is larger than the {_describe_size(limit)} limit")
+        self.limit = limit
+
+
+class BadContentType(PermanentTransferError):
+    """The response is not a video."""
+
+
+class TooManyRedirects(PermanentTransferError):
+    """The URL redirects too many times (or in a loop)."""
+
+
+def _describe_size(size: int) -> str:
+    if size >= MiB:
+        return f"{size // MiB} MB" if size % MiB == 0 else f"{size / MiB:.1f} MB"
+    return f"{size} bytes"
+
+
+# --- limits and URL checks -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TransferLimits:
+    """Per-download bounds (MAX_VIDEO_BYTES, ALLOW_PRIVATE_DOWNLOADS; seconds).
+
+    ``total_timeout`` covers every hop and the body; it is checked before each socket read,
+    so a stalled host can overrun it by at most one ``read_timeout``.
+    """
+
+    max_bytes: int
+    allow_private: bool = False
+    connect_timeout: float = 5
+    read_timeout: float = 30
+    max_redirects: int = 5
+    total_timeout: float = 900
+
+
+def strip_query(url: str) -> str:
+    """The URL without credentials, query or fragment: presigned signatures stay out of logs."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.split("?", 1)[0].split("#", 1)[0]
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def is_public_address(address: IPAddress) -> bool:
+    """True only for globally routable unicast addresses (IPv4 embedded in IPv6 included)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(address)
+        if embedded is not None:
+            return is_public_address(embedded)
+    return address.is_global and not (
+        address.is_private or address.is_loopback or address.is_link_local
+        or address.is_multicast or address.is_reserved or address.is_unspecified)
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if any(address in net for net in _NAT64):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+@dataclass(frozen=True)
+class AddressGuard:
+    """Which addresses downloads may reach; one instance drives both the check and the pin.
+
+    ``resolver`` and ``is_allowed`` exist so tests can use fake DNS and treat their loopback
+    server as public while every other address gets the production rule.
+    """
+
+    allow_private: bool = False
+    resolver: Resolver = socket.getaddrinfo
+    is_allowed: Callable[[IPAddress], bool] = field(default=is_public_address)
+
+    def addresses(self, host: str, port: int) -> list[str]:
+        """Resolve ``host`` once; refuse if ANY answer is not allowed (rebinding-safe order)."""
+        host = host.strip("[]")
+        try:
+            infos = self.resolver(host, port, 0, socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            if exc.errno == socket.EAI_AGAIN:
+                raise RetryableTransferError(f"Could not resolve video host {host}") from None
+            raise PermanentTransferError(f"Video host {host} does not exist") from None
+        except UnicodeError:
+            raise UnsafeURL("Video URL has an invalid host name") from None
+        found: list[str] = []
+        for info in infos:
+            text = str(info[4][0])
+            if text not in found:
+                found.append(text)
+        if not found:
+            raise PermanentTransferError(f"Video host {host} has no address")
+        if not self.allow_private:
+            for text in found:
+                try:
+                    address = ipaddress.ip_address(text.split("%", 1)[0])
+                except ValueError:
+                    raise UnsafeURL(f"Video host {host} has an invalid address") from None
+                if not self.is_allowed(address):
+                    raise UnsafeURL(f"Video host {host} is not a public address ({address})")
+        return found
+
+
+def check_url(url: str, allow_private: bool, resolver: Resolver = socket.getaddrinfo) -> None:
+    """Refuse (UnsafeURL) anything but http(s) to hosts whose every address is public."""
+    _check_url(url, AddressGuard(allow_private, resolver))
+
+
+def _check_url(url: str, guard: AddressGuard) -> None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise UnsafeURL("Video URL is not valid") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ALLOWED_SCHEMES:
+        raise UnsafeURL(f"Video URL must be http or https, not {scheme or 'relative'}")
+    if parts.username is not None or parts.password is not None:
+        raise UnsafeURL("Video URL must not carry credentials")
+    if not parts.hostname:
+        raise UnsafeURL("Video URL has no host")
+    guard.addresses(parts.hostname, port or (443 if scheme == "https" else 80))
+
+
+# --- pinned connections --------------------------------------------------------------------
+
+
+def _connect_checked(conn: HTTPConnection, guard: AddressGuard) -> socket.socket:
+    """urllib3's _new_conn, but only to addresses the guard just resolved and approved."""
+    host = conn.host
+    last: OSError | None = None
+    for address in guard.addresses(host, conn.port):
+        try:
+            return urllib3_connection.create_connection(
+                (address, conn.port), conn.timeout, source_address=conn.source_address,
+                socket_options=conn.socket_options)
+        except TimeoutError:
+            raise ConnectTimeoutError(
+                conn, f"Connection to {host} timed out (connect timeout={conn.timeout})"
+            ) from None
+        except OSError as exc:
+            last = exc
+    raise NewConnectionError(conn, f"Failed to establish a new connection: {last}")
+
+
+class _GuardedHTTPConnection(HTTPConnection):
+    guard: ClassVar[AddressGuard]
+
+    def _new_conn(self) -> socket.socket:
+        return _connect_checked(self, self.guard)
+
+
+class _GuardedHTTPSConnection(HTTPSConnection):
+    guard: ClassVar[AddressGuard]
+
+    def _new_conn(self) -> socket.socket:
+        # Only the socket's destination changes: SNI and certificate checks use self.host.
+        return _connect_checked(self, self.guard)
+
+
+class _GuardedAdapter(HTTPAdapter):
+    """A transport whose every new connection goes through the guard."""
+
+    def __init__(self, guard: AddressGuard) -> None:
+        self._guard = guard
+        super().__init__(pool_connections=4, pool_maxsize=1, max_retries=0)
+
+    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False,
+                         **pool_kwargs: Any) -> None:
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+        attrs = {"guard": self._guard}
+        http_conn = type("GuardedHTTPConnection", (_GuardedHTTPConnection,), attrs)
+        https_conn = type("GuardedHTTPSConnection", (_GuardedHTTPSConnection,), attrs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": type("GuardedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
+            "https": type("GuardedHTTPSPool", (HTTPSConnectionPool,),
+                          {"ConnectionCls": https_conn}),
+        }
+
+
+# --- the download --------------------------------------------------------------------------
+
+
+class _Deadline:
+    """The total_timeout budget shared by every hop and every body read."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise RetryableTransferError(
+                f"Video download took longer than {self.seconds:g} seconds")
+        return left
+
+
+class _BodyReader:
+    """The response body as a ``read(n)`` source: raises on any failure, never a short EOF."""
+
+    def __init__(self, raw: urllib3.BaseHTTPResponse, expected: int | None, max_bytes: int,
+                 deadline: _Deadline) -> None:
+        self._raw = raw
+        self._expected = expected
+        self._max = max_bytes
+        self._deadline = deadline
+        self.count = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        if size == 0:
+            return b""
+        if size is None or size < 0:
+            size = CHUNK_BYTES
+        self._deadline.remaining()
+        try:
+            # read1: at most one socket read, so the deadline is checked between socket
+            # reads (a slow sender cannot hold one 1 MiB read open for ages).
+            data = self._raw.read1(size, decode_content=False)
+        except ReadTimeoutError:
+            raise RetryableTransferError("Video host stopped sending (read timeout)") from None
+        except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError):
+            raise RetryableTransferError(self._cut_message()) from None
+        self.count += len(data)
+        if self.count > self._max:
+            raise TooLarge(self._max)  # at once: not one more read
+        if not data:
+            if self._expected is not None and self.count < self._expected:
+                raise RetryableTransferError(self._cut_message())
+            if self.count == 0:
+                raise PermanentTransferError("Video host sent an empty file")
+        return data
+
+    def _cut_message(self) -> str:
+        total = f" of {self._expected}" if self._expected is not None else ""
+        return f"Video download was cut off after {self.count}{total} bytes"
+
+
+def download_to_storage(url: str, storage: Storage, key: str, limits: TransferLimits,
+                        session: requests.Session | None = None, *,
+                        guard: AddressGuard | None = None) -> StoredObject:
+    """Stream ``url`` into ``storage`` under ``key``, following redirects by hand.
+
+    ``session`` only lends its headers (minus credentials), ``verify`` and ``cert``: its
+    adapters and proxies are bypassed so that every connection is pinned by the guard
+    (default: ``AddressGuard(limits.allow_private)``).
+    """
+    guard = guard or AddressGuard(limits.allow_private)
+    deadline = _Deadline(limits.total_timeout)
+    adapter = _GuardedAdapter(guard)
+    started = time.monotonic()
+    try:
+        resp, final_url = _open(url, adapter, guard, limits, deadline, session)
+        try:
+            content_type, expected = _check_response(resp, final_url, limits)
+            reader = _BodyReader(resp.raw, expected, limits.max_bytes, deadline)
+            try:
+                stored = storage.put_stream(key, reader, content_type,
+                                            max_bytes=limits.max_bytes)
+            except ObjectTooLarge:
+                raise TooLarge(limits.max_bytes) from None
+        finally:
+            resp.close()  # unread bytes: the connection is dropped, not drained
+    finally:
+        adapter.close()
+    log.debug("Stored %d bytes (%s) from %s in %.1f s", stored.size, content_type,
+              strip_query(final_url), time.monotonic() - started)
+    return stored
+
+
+def _headers_from(session: requests.Session | None) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    if session is not None:
+        headers.update((name, str(value)) for name, value in session.headers.items()
+                       if name.lower() not in _PRIVATE_HEADERS and value is not None)
+    headers.update(_DEFAULT_HEADERS)
+    return headers
+
+
+def _open(url: str, adapter: _GuardedAdapter, guard: AddressGuard, limits: TransferLimits,
+          deadline: _Deadline, session: requests.Session | None
+          ) -> tuple[requests.Response, str]:
+    """GET, following up to max_redirects redirects, each hop checked; returns the final one."""
+    headers = _headers_from(session)
+    verify = True if session is None or session.verify is None else session.verify
+    cert = session.cert if session is not None else None
+    for _hop in range(limits.max_redirects + 1):
+        _check_url(url, guard)
+        left = deadline.remaining()
+        timeout = (min(limits.connect_timeout, left), min(limits.read_timeout, left))
+        try:
+            request = requests.Request("GET", url, headers=headers).prepare()
+        except requests.RequestException:
+            raise UnsafeURL("Video URL is not valid") from None
+        try:
+            resp = adapter.send(request, stream=True, timeout=timeout, verify=verify,
+                                cert=cert, proxies=None)
+        except requests.RequestException as exc:
+            log.debug("GET %s failed: %s", strip_query(url), type(exc).__name__)
+            raise _request_error(exc) from None
+        if resp.status_code not in REDIRECT_STATUSES:
+            return resp, url
+        location = resp.headers.get("Location")
+        resp.close()
+        if not location:
+            raise PermanentTransferError(
+                f"Video host answered {resp.status_code} without a Location")
+        url = urljoin(url, location.strip())
+        log.debug("Redirected (%d) to %s", resp.status_code, strip_query(url))
+    raise TooManyRedirects(f"Video URL redirected more than {limits.max_redirects} times")
+
+
+def _request_error(exc: requests.RequestException) -> TransferError:
+    """Classify a failed request without quoting it (its text holds the full URL)."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        if _caused_by(exc, ssl.SSLCertVerificationError):
+            return PermanentTransferError("Video host's TLS certificate is not valid")
+        return RetryableTransferError("TLS handshake with the video host failed")
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return RetryableTransferError("Could not connect to the video host (timed out)")
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return RetryableTransferError("Video host did not answer in time")
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return RetryableTransferError("Could not connect to the video host")
+    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.InvalidHeader)):
+        return UnsafeURL("Video URL is not valid")
+    return RetryableTransferError(f"Video download failed ({type(exc).__name__})")
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        item = stack.pop()
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, kind):
+            return True
+        stack.extend([item.__cause__, item.__context__,
+                      *(a for a in item.args if isinstance(a, BaseException)),
+                      getattr(item, "reason", None)])
+    return False
+
+
+def _check_response(resp: requests.Response, url: str, limits: TransferLimits
+                    ) -> tuple[str, int | None]:
+    """Status, encoding, type and declared size, all before a byte of the body is read."""
+    status = resp.status_code
+    if status != 200:
+        raise _status_error(status, resp.headers)
+    encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise PermanentTransferError(f"Video host sent a {encoding}-encoded body")
+    content_type = _video_type(resp.headers.get("Content-Type"), url)
+    expected = _content_length(resp.headers.get("Content-Length"))
+    if expected is not None and expected > limits.max_bytes:
+        raise TooLarge(limits.max_bytes)
+    if expected == 0:
+        raise PermanentTransferError("Video host sent an empty file")
+    return content_type, expected
+
+
+def _status_error(status: int, headers: Mapping[str, str]) -> TransferError:
+    if status == 429:
+        return RetryableTransferError("Video host is rate limiting downloads (429)", status,
+                                      _retry_after(headers.get("Retry-After")))
+    if status == 408 or status >= 500:
+        return RetryableTransferError(f"Video host answered {status}", status,
+                                      _retry_after(headers.get("Retry-After")))
+    return PermanentTransferError(f"Video host answered {status}", status)
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _video_type(header: str | None, url: str) -> str:
+    """``video/*`` (lower-cased, parameters dropped); octet-stream only for video file names.
+
+    Object stores and CDNs serve files uploaded without a type as application/octet-stream
+    (or with no Content-Type at all); a path ending in .mp4/.mov/.webm is then the best
+    evidence we have, and it is the provider's own URL. Anything else (HTML error pages,
+    JSON, images) is refused.
+    """
+    value = (header or "").split(";", 1)[0].strip().lower()
+    if value.startswith("video/") and len(value) > len("video/") and _is_token(value[6:]):
+        return value
+    if value in ("", "application/octet-stream", "binary/octet-stream"):
+        path = urlsplit(url).path.lower()
+        for extension, video_type in OCTET_STREAM_EXTENSIONS.items():
+            if path.endswith(extension):
+                return video_type
+    shown = value or "no content type"
+    raise BadContentType(f"Video host sent {shown[:60]}, not a video")
+
+
+def _is_token(text: str) -> bool:
+    return all(ch.isalnum() or ch in "!#$&^_.+-" for ch in text) and text.isascii()
+
+
+def _content_length(value: str | None) -> int | None:
+    """The declared size; repeated identical values (``"10, 10"``) are one value."""
+    if value is None:
+        return None
+    values = {part.strip() for part in value.split(",")}
+    if len(values) != 1:
+        raise PermanentTransferError("Video host sent conflicting Content-Length headers")
+    text = values.pop()
+    if not text.isdigit() or not text.isascii():
+        raise PermanentTransferError("Video host sent an invalid Content-Length")
+    return int(text)
+
+
+__all__ = [
+    "AddressGuard", "BadContentType", "PermanentTransferError", "RetryableTransferError",
+    "TooLarge", "TooManyRedirects", "TransferError", "TransferLimits", "UnsafeURL",
+    "check_url", "download_to_storage", "is_public_address", "strip_query",
+]
