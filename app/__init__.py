@@ -78,7 +78,9 @@ def register_services(app: Flask, settings: Settings, store: Any, storage: Any, 
         storage = build_storage(settings.replace(secret_key=app.config["SECRET_KEY"]))
     if celery is None:
         celery = make_producer(settings.redis_url)
-    if redis_client is None and settings.redis_url.startswith(("redis://", "rediss://")):
+    if redis_client is False:  # explicitly none: count in-process (one-process mode)
+        redis_client = None
+    elif redis_client is None and settings.redis_url.startswith(("redis://", "rediss://")):
         import redis
 
         redis_client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=0.5,
@@ -92,7 +94,7 @@ def register_services(app: Flask, settings: Settings, store: Any, storage: Any, 
 def register_api(app: Flask, settings: Settings) -> None:
     from flask_smorest import Api
 
-    from app.api import auth, docs, files, health, library, templates, video
+    from app.api import auth, docs, files, health, library, templates, video, webhooks
     from app.api.errors import register_error_handlers
 
     api = Api(app)
@@ -101,6 +103,7 @@ def register_api(app: Flask, settings: Settings) -> None:
     app.register_blueprint(health.bp)
     app.register_blueprint(files.bp)
     app.register_blueprint(docs.bp)
+    app.register_blueprint(webhooks.bp)
     register_error_handlers(app)
     auth.register_csrf_guard(app, settings.public_base_url)
 

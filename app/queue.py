@@ -15,7 +15,10 @@ log = logging.getLogger(__name__)
 
 SUBMIT_TASK = "videojobs.submit"
 CANCEL_TASK = "videojobs.cancel"
+FINALIZE_TASK = "videojobs.finalize"
+SWEEP_TASK = "videojobs.sweep"
 CONTROL_QUEUE = "control"
+TRANSFER_QUEUE = "transfer"
 
 
 def make_producer(broker_url: str) -> Celery:
@@ -40,9 +43,9 @@ class Enqueuer:
     def __init__(self, celery: Celery) -> None:
         self.celery = celery
 
-    def _send(self, name: str, job_id: str) -> bool:
+    def _send(self, name: str, job_id: str, queue: str = CONTROL_QUEUE) -> bool:
         try:
-            self.celery.send_task(name, args=[job_id], queue=CONTROL_QUEUE, retry=False)
+            self.celery.send_task(name, args=[job_id], queue=queue, retry=False)
             return True
         except Exception as exc:  # any broker failure: the sweeper will pick the job up
             log.warning("broker unreachable, job left for the sweeper: %s",
@@ -54,6 +57,9 @@ class Enqueuer:
 
     def cancel(self, job_id: str) -> bool:
         return self._send(CANCEL_TASK, job_id)
+
+    def finalize(self, job_id: str) -> bool:
+        return self._send(FINALIZE_TASK, job_id, TRANSFER_QUEUE)
 
     def ping(self) -> None:
         """Raise if the broker cannot be reached (readiness)."""

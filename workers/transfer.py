@@ -10,7 +10,7 @@ Exceptions (``str(exc)`` is a short sentence fit for a job's ``error`` field)::
         ├── UnsafeURL               not http(s), credentials in the URL, or a host that
         │                           resolves to a non-public address (any hop)
         ├── TooLarge                over ``max_bytes`` (by Content-Length, or while streaming)
-        ├── BadContentType          not a video (see ``_video_type`` for the rule)
+        ├── BadContentType          not a video (the rule is below)
         └── TooManyRedirects        more than ``max_redirects`` hops
         (itself: other 4xx, empty or compressed body, invalid TLS certificate...)
 
@@ -25,23 +25,37 @@ any address is non-public, and connects to exactly those checked addresses. A DN
 that changes between the check and the connect therefore cannot reach a private address;
 TLS still uses the URL's hostname for SNI and certificate verification, because only the
 socket's destination is pinned. Proxies from the environment are never used (a proxy would
-do its own resolution and void the check). Residual risk: ``_new_conn`` is a urllib3
-internal (pinned major version 2); the test suite fails if it stops being called.
+do its own resolution and void the check). Residual risk: ``_new_conn`` is a urllib3 2.x
+internal; tests/test_transfer.py fails if it stops being called (fake-DNS host names that
+only the guard can resolve).
+
+Content types: ``video/*`` is stored as sent (lower-cased, parameters dropped).
+``application/octet-stream`` (also ``binary/octet-stream`` or no Content-Type) is accepted
+only when the URL path ends in .mp4/.mov/.webm, and stored as that video type: object stores
+serve untyped uploads that way, and a provider URL naming a video file is good evidence.
+Everything else (HTML error pages, JSON, images) is BadContentType.
+
+Time: ``total_timeout`` spans all hops and the body; a watchdog shuts the socket down at
+the deadline, so even a host trickling a byte per ``read_timeout`` cannot hold a worker.
+Logs name URLs through ``strip_query`` only. (urllib3's own DEBUG lines print request
+targets with their query: keep the ``urllib3`` logger at INFO or above in production.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import http.client
 import ipaddress
 import logging
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 import requests
 import urllib3
@@ -134,8 +148,8 @@ def _describe_size(size: int) -> str:
 class TransferLimits:
     """Per-download bounds (MAX_VIDEO_BYTES, ALLOW_PRIVATE_DOWNLOADS; seconds).
 
-    ``total_timeout`` covers every hop and the body; it is checked before each socket read,
-    so a stalled host can overrun it by at most one ``read_timeout``.
+    ``total_timeout`` covers every hop and the body (a watchdog ends a read in progress);
+    waiting for a hop's headers is bounded by ``min(read_timeout, time left)``.
     """
 
     max_bytes: int
@@ -236,7 +250,10 @@ def _check_url(url: str, guard: AddressGuard) -> None:
         raise UnsafeURL("Video URL must not carry credentials")
     if not parts.hostname:
         raise UnsafeURL("Video URL has no host")
-    guard.addresses(parts.hostname, port or (443 if scheme == "https" else 80))
+    host = parts.hostname
+    if ":" in host:  # an IPv6 literal: its zone id arrives percent-encoded (%25eth0)
+        host = unquote(host)
+    guard.addresses(host, port or (443 if scheme == "https" else 80))
 
 
 # --- pinned connections --------------------------------------------------------------------
@@ -299,18 +316,49 @@ class _GuardedAdapter(HTTPAdapter):
 
 
 class _Deadline:
-    """The total_timeout budget shared by every hop and every body read."""
+    """The total_timeout budget of one download: every hop, and the body via a watchdog."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.at = time.monotonic() + seconds
+        self.fired = False
+        self._timer: threading.Timer | None = None
 
     def remaining(self) -> float:
         left = self.at - time.monotonic()
-        if left <= 0:
-            raise RetryableTransferError(
-                f"Video download took longer than {self.seconds:g} seconds")
+        if left <= 0 or self.fired:
+            raise self.error()
         return left
+
+    def over(self) -> bool:
+        return self.fired or time.monotonic() >= self.at
+
+    def error(self) -> RetryableTransferError:
+        return RetryableTransferError(f"Video download took longer than {self.seconds:g} seconds")
+
+    def watch(self, raw: urllib3.BaseHTTPResponse) -> None:
+        """At the deadline, shut the body's socket down: a blocked read returns at once.
+
+        A per-read check alone would let a host trickling one byte per read_timeout hold a
+        download for hours; the watchdog also lets reads be whole parts (no joining copies).
+        """
+        sock = getattr(getattr(raw, "connection", None), "sock", None)
+        if not isinstance(sock, socket.socket):
+            return  # the per-read check still applies
+        self._timer = threading.Timer(max(0.0, self.at - time.monotonic()), self._fire, (sock,))
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self, sock: socket.socket) -> None:
+        self.fired = True
+        with contextlib.suppress(OSError):
+            # The plain socket's shutdown, also for TLS: SSLSocket.shutdown drops its SSL
+            # object, which a reading thread may still be using.
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
 
 
 class _BodyReader:
@@ -331,17 +379,22 @@ class _BodyReader:
             size = CHUNK_BYTES
         self._deadline.remaining()
         try:
-            # read1: at most one socket read, so the deadline is checked between socket
-            # reads (a slow sender cannot hold one 1 MiB read open for ages).
-            data = self._raw.read1(size, decode_content=False)
+            # Exactly `size` bytes unless the body ends: one allocation, no per-piece copies.
+            data = self._raw.read(size, decode_content=False)
         except ReadTimeoutError:
+            if self._deadline.over():
+                raise self._deadline.error() from None
             raise RetryableTransferError("Video host stopped sending (read timeout)") from None
         except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError):
+            if self._deadline.over():
+                raise self._deadline.error() from None
             raise RetryableTransferError(self._cut_message()) from None
         self.count += len(data)
         if self.count > self._max:
             raise TooLarge(self._max)  # at once: not one more read
         if not data:
+            if self._deadline.over():
+                raise self._deadline.error()
             if self._expected is not None and self.count < self._expected:
                 raise RetryableTransferError(self._cut_message())
             if self.count == 0:
@@ -371,12 +424,14 @@ def download_to_storage(url: str, storage: Storage, key: str, limits: TransferLi
         try:
             content_type, expected = _check_response(resp, final_url, limits)
             reader = _BodyReader(resp.raw, expected, limits.max_bytes, deadline)
+            deadline.watch(resp.raw)
             try:
                 stored = storage.put_stream(key, reader, content_type,
                                             max_bytes=limits.max_bytes)
             except ObjectTooLarge:
                 raise TooLarge(limits.max_bytes) from None
         finally:
+            deadline.cancel()
             resp.close()  # unread bytes: the connection is dropped, not drained
     finally:
         adapter.close()
@@ -446,16 +501,15 @@ def _request_error(exc: requests.RequestException) -> TransferError:
 
 def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
     seen: set[int] = set()
-    stack: list[BaseException | None] = [exc]
+    stack: list[object] = [exc]
     while stack:
         item = stack.pop()
-        if item is None or id(item) in seen:
+        if not isinstance(item, BaseException) or id(item) in seen:
             continue
         seen.add(id(item))
         if isinstance(item, kind):
             return True
-        stack.extend([item.__cause__, item.__context__,
-                      *(a for a in item.args if isinstance(a, BaseException)),
+        stack.extend([item.__cause__, item.__context__, *item.args,
                       getattr(item, "reason", None)])
     return False
 

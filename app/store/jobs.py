@@ -21,6 +21,20 @@ from app.store.errors import AlreadyExists, Thrown
 from app.store.records import first, rows
 
 TERMINAL = ("completed", "failed")
+# A pending job whose submit message was lost is re-enqueued by the sweeper after this.
+RESEND_PENDING_SECONDS = 15
+
+
+class Expr(str):
+    """A SurrealQL expression to inline in a SET clause (our own constants only)."""
+
+
+NOW = Expr("time::now()")
+NONE = Expr("NONE")
+
+
+def now_plus(seconds: float) -> Expr:
+    return Expr(f"time::now() + {max(0, int(seconds * 1000))}ms")
 
 
 class InsufficientCredits(Exception):
@@ -90,7 +104,8 @@ CREATE type::record('video_job', $job_id) CONTENT {
     prompt: $prompt, negative_prompt: $negative_prompt, start_key: $start_key,
     duration: $duration, variables: $variables, credits: $credits, status: 'pending',
     phase: 'queued', refunded: false, idempotency_key: $idem_key,
-    deadline_at: time::now() + type::duration($timeout), next_check_at: time::now()
+    deadline_at: time::now() + type::duration($timeout),
+    next_check_at: time::now() + type::duration($resend_after)
 };
 RETURN $u[0].credits;
 COMMIT;
@@ -136,7 +151,7 @@ class JobRepository:
             "duration": job.duration, "variables": job.variables, "credits": job.credits,
             "timeout": f"{int(job.timeout_seconds)}s", "charge_id": f"charge_{job.job_id}",
             "idem_id": idem_id, "idem_key": job.idempotency_key,
-            "request_hash": job.request_hash,
+            "request_hash": job.request_hash, "resend_after": f"{RESEND_PENDING_SECONDS}s",
         }
         try:
             result = self.db.query(_CREATE, params)
@@ -203,11 +218,99 @@ class JobRepository:
         return self.get(job_id)
 
     def update_if(self, job_id: str, from_statuses: tuple[str, ...],
-                  changes: dict[str, Any]) -> dict[str, Any] | None:
-        """Compare-and-set: apply `changes` only while the status is one of `from`."""
-        sets = ", ".join(f"{name} = $c_{name}" for name in changes)
-        sql = (f"UPDATE type::record('video_job', $id) SET {sets}, updated_at = time::now() "
-               "WHERE status IN $from RETURN AFTER;")
-        params = {"id": job_id, "from": list(from_statuses)}
-        params.update({f"c_{k}": v for k, v in changes.items()})
+                  changes: dict[str, Any], *, phases: tuple[str, ...] | None = None,
+                  owner: str | None = None, lease_free: bool = False
+                  ) -> dict[str, Any] | None:
+        """Compare-and-set: apply `changes` only while the record is as expected.
+
+        `from_statuses` (and `phases`) name the states it may be in; `owner` requires our
+        lease; `lease_free` requires no live lease held by a worker (no owner, or expired:
+        taken over).
+        Returns the record after, or None if another writer got there first.
+        """
+        conditions = ["status IN $from"]
+        params: dict[str, Any] = {"id": job_id, "from": list(from_statuses)}
+        if phases is not None:
+            conditions.append("phase IN $phases")
+            params["phases"] = list(phases)
+        if owner is not None:
+            conditions.append("lease_owner = $owner")
+            params["owner"] = owner
+        if lease_free:
+            conditions.append("(lease_owner = NONE OR lease_until = NONE "
+                              "OR lease_until < time::now())")
+        sets = []
+        for name, value in changes.items():
+            if isinstance(value, Expr):
+                sets.append(f"{name} = {value}")
+            else:
+                sets.append(f"{name} = $c_{name}")
+                params[f"c_{name}"] = value
+        sql = (f"UPDATE type::record('video_job', $id) SET {', '.join(sets)}, "
+               f"updated_at = time::now() WHERE {' AND '.join(conditions)} RETURN AFTER;")
         return first(self.db.query(sql, params)[0])
+
+    def find_by_request_id(self, request_id: str) -> dict[str, Any] | None:
+        return first(self.db.query(
+            "SELECT * FROM video_job WHERE fal_request_id = $r LIMIT 1;", {"r": request_id})[0])
+
+    def claim_due_checks(self, limit: int, gap_seconds: float) -> list[dict[str, Any]]:
+        """Jobs at the provider whose status check is due, pushed forward so that a
+        concurrent sweep does not check them again (the push is a compare-and-set)."""
+        due = self.db.query(
+            "SELECT VALUE id FROM video_job WHERE status = 'processing' AND "
+            "phase IN ['in_queue', 'in_progress'] AND next_check_at <= time::now() "
+            "ORDER BY next_check_at ASC LIMIT $n;", {"n": limit})[0] or []
+        if not due:
+            return []
+        return rows(self.db.query(
+            f"UPDATE $ids SET next_check_at = {now_plus(gap_seconds)} "
+            "WHERE status = 'processing' AND next_check_at <= time::now() RETURN AFTER;",
+            {"ids": due})[0])
+
+    def due_resends(self, limit: int) -> list[dict[str, Any]]:
+        """Pending jobs nobody took (a lost or never-sent message), pushed forward."""
+        due = self.db.query(
+            "SELECT VALUE id FROM video_job WHERE status = 'pending' AND phase = 'queued' "
+            "AND next_check_at <= time::now() LIMIT $n;", {"n": limit})[0] or []
+        if not due:
+            return []
+        return rows(self.db.query(
+            f"UPDATE $ids SET next_check_at = {now_plus(RESEND_PENDING_SECONDS)} "
+            "WHERE status = 'pending' AND phase = 'queued' AND next_check_at <= time::now() "
+            "RETURN AFTER;", {"ids": due})[0])
+
+    def resend_due_finalize(self, limit: int, grace_seconds: float) -> list[dict[str, Any]]:
+        """Finalizing jobs whose lease ran out (a crash, a lost message, a retry's wait),
+        pushed forward by `grace_seconds` so one message is sent per grace period."""
+        due = self.db.query(
+            "SELECT VALUE id FROM video_job WHERE status = 'processing' AND "
+            "phase = 'finalizing' AND lease_until != NONE AND lease_until < time::now() "
+            "LIMIT $n;", {"n": limit})[0] or []
+        if not due:
+            return []
+        return rows(self.db.query(
+            f"UPDATE $ids SET lease_owner = NONE, lease_until = {now_plus(grace_seconds)} "
+            "WHERE status = 'processing' AND phase = 'finalizing' AND lease_until < time::now() "
+            "RETURN AFTER;", {"ids": due})[0])
+
+    def expired_leases(self, phase: str, limit: int) -> list[dict[str, Any]]:
+        return rows(self.db.query(
+            "SELECT * FROM video_job WHERE status IN ['pending', 'processing'] AND "
+            "phase = $phase AND lease_until != NONE AND lease_until < time::now() LIMIT $n;",
+            {"phase": phase, "n": limit})[0])
+
+    def past_deadline(self, limit: int) -> list[dict[str, Any]]:
+        return rows(self.db.query(
+            "SELECT * FROM video_job WHERE status IN ['pending', 'processing'] AND "
+            "deadline_at < time::now() LIMIT $n;", {"n": limit})[0])
+
+    def cancels_owed(self, limit: int) -> list[dict[str, Any]]:
+        """Failed jobs the provider may still be running (cancelled or timed out)."""
+        return rows(self.db.query(
+            "SELECT * FROM video_job WHERE status = 'failed' AND cancel_requested = true "
+            "AND fal_cancel_url != NONE LIMIT $n;", {"n": limit})[0])
+
+    def clear_cancel_request(self, job_id: str) -> None:
+        self.db.query("UPDATE type::record('video_job', $id) SET cancel_requested = false, "
+                      "updated_at = time::now();", {"id": job_id})

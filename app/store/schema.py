@@ -104,6 +104,7 @@ DEFINE FIELD OVERWRITE lease_owner ON video_job TYPE option<string>;
 DEFINE FIELD OVERWRITE lease_until ON video_job TYPE option<datetime>;
 DEFINE FIELD OVERWRITE next_check_at ON video_job TYPE option<datetime>;
 DEFINE FIELD OVERWRITE attempts ON video_job TYPE int DEFAULT 0;
+DEFINE FIELD OVERWRITE transfer_attempts ON video_job TYPE int DEFAULT 0;
 DEFINE FIELD OVERWRITE cancel_requested ON video_job TYPE bool DEFAULT false;
 DEFINE FIELD OVERWRITE deadline_at ON video_job TYPE datetime;
 DEFINE FIELD OVERWRITE created_at ON video_job TYPE datetime DEFAULT time::now();
@@ -112,6 +113,8 @@ DEFINE FIELD OVERWRITE completed_at ON video_job TYPE option<datetime>;
 DEFINE INDEX IF NOT EXISTS video_job_user_created ON video_job FIELDS email, created_at;
 DEFINE INDEX IF NOT EXISTS video_job_status_check ON video_job FIELDS status, next_check_at;
 DEFINE INDEX IF NOT EXISTS video_job_fal_request ON video_job FIELDS fal_request_id;
+DEFINE INDEX IF NOT EXISTS video_job_deadline ON video_job FIELDS status, deadline_at;
+DEFINE INDEX IF NOT EXISTS video_job_cancel_owed ON video_job FIELDS cancel_requested;
 """
 
 

@@ -1,0 +1,71 @@
+"""The collaborators a worker's pipeline needs, built once per process (after fork)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from app.config import Settings
+from app.queue import Enqueuer
+from app.storage import Storage
+from app.store import Store
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    store: Store
+    storage: Storage
+    fal: Any  # app.fal.FalClient
+    enqueuer: Enqueuer
+    owner: str  # this process's lease-owner name
+
+    def close(self) -> None:
+        self.store.close()
+
+
+_context: WorkerContext | None = None
+_lock = threading.Lock()
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def build_context(settings: Settings, celery: Any, *, store: Store | None = None,
+                  storage: Storage | None = None) -> WorkerContext:
+    from app.fal import FalClient
+    from app.storage import build_storage
+    from app.store import DatabaseConfig
+
+    if store is None:
+        store = Store.open(DatabaseConfig(
+            settings.surrealdb_url, settings.surrealdb_namespace, settings.surrealdb_database,
+            settings.surrealdb_user, settings.surrealdb_pass))
+    return WorkerContext(
+        settings=settings, store=store, storage=storage or build_storage(settings),
+        fal=FalClient(settings.fal_queue_url, settings.fal_key or "sandbox:sandbox"),
+        enqueuer=Enqueuer(celery), owner=worker_name())
+
+
+def set_context(context: WorkerContext | None) -> None:
+    """Install collaborators explicitly (one-process mode, tests)."""
+    global _context
+    with _lock:
+        _context = context
+
+
+def get_context() -> WorkerContext:
+    """The process's context, built from the environment on first use (after fork)."""
+    global _context
+    if _context is None or _context.owner.split("-")[-2] != str(os.getpid()):
+        with _lock:
+            if _context is None or _context.owner.split("-")[-2] != str(os.getpid()):
+                from workers.celery_app import get_celery
+
+                _context = build_context(Settings.from_env(), get_celery())
+    return _context

@@ -1,0 +1,332 @@
+"""What the tasks do, as plain functions of a WorkerContext: submit, sweep, finalize, cancel.
+
+Every step re-reads the record and acts only through compare-and-set updates, so a
+duplicate, late or lost message is harmless. What a crash leaves behind:
+
+- `submitting` with an expired lease: fal may or may not have the job, and fal has no
+  idempotency key, so it is never submitted again (SPEC 8). With webhooks on, the job
+  waits (`awaiting_callback`) for a callback carrying its id until its deadline;
+  without, it fails with `Submission outcome unknown` and is refunded.
+- `finalizing` with an expired lease: another finalize takes over and copies the video
+  again from fal's URL to the same deterministic key (an overwrite, never a resubmit).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import random
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from app import jobs
+from app.fal import (
+    FalNotFound,
+    FalOutcomeUnknown,
+    FalPermanent,
+    FalRetryable,
+    failure_reason,
+)
+from app.metrics import JOBS_FINISHED
+from app.storage import LocalStorage, job_video_key
+from app.store.jobs import NONE, NOW, Expr, now_plus
+from app.tracking import AT_PROVIDER, fail_job, provider_completed, record_status
+from workers.context import WorkerContext
+from workers.transfer import (
+    PermanentTransferError,
+    RetryableTransferError,
+    TransferLimits,
+    download_to_storage,
+    strip_query,
+)
+
+log = logging.getLogger(__name__)
+
+SUBMIT_LEASE_SECONDS = 600
+FINALIZE_LEASE_SECONDS = 1800
+FINALIZE_GRACE_SECONDS = 60  # a lost finalize message is re-sent after this
+MAX_SUBMIT_ATTEMPTS = 8
+MAX_TRANSFER_ATTEMPTS = 4
+SWEEP_PERIOD_SECONDS = 1.0
+SWEEP_BATCH = 2000
+STATUS_THREADS = 32
+
+SUBMISSION_UNKNOWN = "Submission outcome unknown"
+
+
+def _backoff(attempt: int, cap: float = 60.0) -> float:
+    return min(cap, 2.0 ** attempt) * (0.5 + random.random() / 2)
+
+
+def check_gap(settings: Any) -> float:
+    """Seconds to the next status check, so that checks are never further apart than
+    STATUS_CHECK_INTERVAL even when the sweep that picks the job up runs late."""
+    return max(0.5, settings.status_check_interval - SWEEP_PERIOD_SECONDS - 0.5)
+
+
+def webhook_url(ctx: WorkerContext, job_id: str) -> str | None:
+    base = ctx.settings.public_base_url
+    return f"{base}/api/webhooks/fal?jobId={job_id}" if base else None
+
+
+def image_url(ctx: WorkerContext, key: str) -> str:
+    """What fal can fetch: a presigned URL, or a `data:` URI for local storage."""
+    storage = ctx.storage
+    if isinstance(storage, LocalStorage):
+        if ctx.settings.public_base_url:
+            return ctx.settings.public_base_url + storage.download_url(key)
+        info = storage.head(key)
+        with storage.open_read(key) as fh:
+            encoded = base64.b64encode(fh.read()).decode()
+        return f"data:{info.content_type if info else 'image/png'};base64,{encoded}"
+    return storage.download_url(key, expires_in=3600)
+
+
+def build_input(ctx: WorkerContext, job: dict[str, Any]) -> dict[str, Any]:
+    payload: dict[str, Any] = {"prompt": job["prompt"], "image_url": image_url(ctx,
+                                                                              job["start_key"]),
+                               "duration": job["duration"]}
+    if job.get("negative_prompt"):
+        payload["negative_prompt"] = job["negative_prompt"]
+    return payload
+
+
+# ---- submit ------------------------------------------------------------------------------
+
+def submit_job(ctx: WorkerContext, job_id: str) -> None:
+    """Claim a pending job, submit it to fal once, and save what fal answered."""
+    store = ctx.store
+    job = store.jobs.get(job_id)
+    if job is None or job["status"] != jobs.PENDING or job.get("phase") != "queued":
+        return
+    claimed = store.jobs.update_if(
+        job_id, (jobs.PENDING,),
+        {"phase": "submitting", "lease_owner": ctx.owner,
+         "lease_until": now_plus(SUBMIT_LEASE_SECONDS), "attempts": Expr("attempts + 1")},
+        phases=("queued",), lease_free=True)
+    if claimed is None:
+        return
+    try:
+        payload = build_input(ctx, claimed)
+    except Exception as exc:  # the start image vanished or storage is down
+        log.warning("cannot read start image: %s", type(exc).__name__, extra={"job_id": job_id})
+        fail_job(store, job_id, "Start image is no longer available")
+        return
+    try:
+        submission = ctx.fal.submit(claimed["model"], payload, webhook_url(ctx, job_id))
+    except FalRetryable as exc:
+        if int(claimed.get("attempts") or 0) >= MAX_SUBMIT_ATTEMPTS:
+            fail_job(store, job_id, f"Provider unavailable: {exc}")
+            return
+        delay = max(_backoff(int(claimed.get("attempts") or 1)),
+                    float(getattr(exc, "retry_after", None) or 0))
+        store.jobs.update_if(job_id, (jobs.PENDING,), {
+            "phase": "queued", "lease_owner": NONE, "lease_until": NONE,
+            "next_check_at": now_plus(delay)}, phases=("submitting",), owner=ctx.owner)
+        log.warning("submit failed, retrying in %.0f s: %s", delay, exc,
+                    extra={"job_id": job_id})
+        return
+    except FalOutcomeUnknown:
+        submission_outcome_unknown(ctx, claimed)
+        return
+    except FalPermanent as exc:
+        fail_job(store, job_id, getattr(exc, "reason", None) or str(exc))
+        return
+    saved = store.jobs.update_if(job_id, (jobs.PENDING,), {
+        "status": jobs.PROCESSING, "phase": "in_queue", "provider_status": "IN_QUEUE",
+        "fal_request_id": submission.request_id, "fal_status_url": submission.status_url,
+        "fal_response_url": submission.response_url, "fal_cancel_url": submission.cancel_url,
+        "queue_position": submission.queue_position, "lease_owner": NONE, "lease_until": NONE,
+        "next_check_at": now_plus(check_gap(ctx.settings))},
+        phases=("submitting",), owner=ctx.owner)
+    if saved is None:
+        # Cancelled or timed out while fal was answering: stop it there too.
+        _cancel_quietly(ctx, job_id, submission.cancel_url)
+        return
+    log.info("[VIDEO JOB %s] Submitted to fal as %s", job_id, submission.request_id,
+             extra={"job_id": job_id, "model": claimed["model"]})
+    log.info("[VIDEO JOB %s] Status: IN_QUEUE", job_id,
+             extra={"job_id": job_id, "queue_position": submission.queue_position})
+
+
+def submission_outcome_unknown(ctx: WorkerContext, job: dict[str, Any]) -> None:
+    """fal may have the job: never resubmit; wait for its webhook or fail and refund."""
+    if ctx.settings.public_base_url:
+        ctx.store.jobs.update_if(job["id"], (jobs.PENDING,), {
+            "status": jobs.PROCESSING, "phase": "awaiting_callback", "lease_owner": NONE,
+            "lease_until": NONE, "next_check_at": NONE}, phases=("submitting",))
+        log.warning("submit outcome unknown; waiting for fal's webhook until the deadline",
+                    extra={"job_id": job["id"]})
+    else:
+        fail_job(ctx.store, job["id"], SUBMISSION_UNKNOWN)
+
+
+def _cancel_quietly(ctx: WorkerContext, job_id: str, cancel_url: str | None) -> None:
+    if not cancel_url:
+        return
+    try:
+        outcome = ctx.fal.cancel(cancel_url)
+        log.info("cancelled at fal: %s", outcome, extra={"job_id": job_id})
+    except Exception as exc:  # best effort: fal may still finish (and bill) it
+        log.warning("cancel at fal failed: %s", type(exc).__name__, extra={"job_id": job_id})
+
+
+# ---- tracking ----------------------------------------------------------------------------
+
+def check_status(ctx: WorkerContext, job: dict[str, Any]) -> None:
+    """One provider status check; writes only when something changed."""
+    try:
+        status = ctx.fal.status(job["fal_status_url"])
+    except FalNotFound:
+        fail_job(ctx.store, job["id"], "Provider no longer knows this request")
+        return
+    except FalRetryable as exc:
+        log.info("status check failed, will retry: %s", exc, extra={"job_id": job["id"]})
+        return
+    except FalPermanent as exc:
+        fail_job(ctx.store, job["id"], getattr(exc, "reason", None) or str(exc))
+        return
+    if status.status == "COMPLETED":
+        if status.failed:
+            fail_job(ctx.store, job["id"], failure_reason(status))
+        else:
+            provider_completed(ctx.store, ctx.enqueuer, job)
+        return
+    if status.status in ("IN_QUEUE", "IN_PROGRESS"):
+        record_status(ctx.store, job, status.status, status.queue_position,
+                      check_gap(ctx.settings))
+
+
+@dataclass
+class SweepReport:
+    resent: int = 0
+    checked: int = 0
+    timed_out: int = 0
+    unknown: int = 0
+    finalize_resent: int = 0
+    cancels: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def sweep(ctx: WorkerContext, pool: ThreadPoolExecutor | None = None) -> SweepReport:
+    """The periodic backstop: every job ends, and none waits on a lost message."""
+    store, report = ctx.store, SweepReport()
+    for job in store.jobs.past_deadline(SWEEP_BATCH):
+        at_provider = bool(job.get("fal_request_id"))
+        if fail_job(store, job["id"], jobs.TIMED_OUT, cancel_at_provider=at_provider):
+            report.timed_out += 1
+    for job in store.jobs.due_resends(SWEEP_BATCH):
+        ctx.enqueuer.submit(job["id"])
+        report.resent += 1
+    for job in store.jobs.expired_leases("submitting", SWEEP_BATCH):
+        report.unknown += 1
+        submission_outcome_unknown(ctx, job)
+    for job in store.jobs.resend_due_finalize(SWEEP_BATCH, FINALIZE_GRACE_SECONDS):
+        ctx.enqueuer.finalize(job["id"])
+        report.finalize_resent += 1
+    owned_pool = pool is None
+    pool = pool or ThreadPoolExecutor(STATUS_THREADS, thread_name_prefix="status")
+    try:
+        owed = store.jobs.cancels_owed(SWEEP_BATCH)
+        for job in owed:
+            pool.submit(_cancel_owed, ctx, job)
+        report.cancels = len(owed)
+        due = store.jobs.claim_due_checks(SWEEP_BATCH, check_gap(ctx.settings))
+        report.checked = len(due)
+        for outcome in pool.map(lambda j: _safe(check_status, ctx, j), due):
+            if outcome:
+                report.errors.append(outcome)
+    finally:
+        if owned_pool:
+            pool.shutdown(wait=True)
+    return report
+
+
+def _cancel_owed(ctx: WorkerContext, job: dict[str, Any]) -> None:
+    _cancel_quietly(ctx, job["id"], job.get("fal_cancel_url"))
+    ctx.store.jobs.clear_cancel_request(job["id"])
+
+
+def _safe(func: Any, ctx: WorkerContext, job: dict[str, Any]) -> str | None:
+    try:
+        func(ctx, job)
+        return None
+    except Exception as exc:  # one bad job must not stop the sweep
+        log.exception("sweep step failed", extra={"job_id": job.get("id")})
+        return f"{job.get('id')}: {type(exc).__name__}"
+
+
+def cancel_at_provider(ctx: WorkerContext, job_id: str) -> None:
+    job = ctx.store.jobs.get(job_id)
+    if job and job["status"] == jobs.FAILED and job.get("cancel_requested"):
+        _cancel_owed(ctx, job)
+
+
+# ---- finalize ----------------------------------------------------------------------------
+
+def finalize_job(ctx: WorkerContext, job_id: str) -> None:
+    """Fetch fal's result, stream the video into storage, record it, complete the job."""
+    store = ctx.store
+    claimed = store.jobs.update_if(
+        job_id, (jobs.PROCESSING,),
+        {"lease_owner": ctx.owner, "lease_until": now_plus(FINALIZE_LEASE_SECONDS),
+         "transfer_attempts": Expr("transfer_attempts + 1")},
+        phases=("finalizing",), lease_free=True)
+    if claimed is None:
+        return
+    url = claimed.get("video_url")
+    if not url:
+        try:
+            url = ctx.fal.result(claimed["fal_response_url"]).url
+        except FalRetryable as exc:
+            _retry_finalize(ctx, claimed, f"result not available: {exc}")
+            return
+        except FalPermanent as exc:
+            fail_job(store, job_id, getattr(exc, "reason", None) or str(exc))
+            return
+    log.info("[VIDEO JOB %s] Completed, downloading from %s", job_id, strip_query(url),
+             extra={"job_id": job_id})
+    key = job_video_key(claimed["user_id"], job_id)
+    limits = TransferLimits(max_bytes=ctx.settings.max_video_bytes,
+                            allow_private=ctx.settings.allow_private_downloads)
+    try:
+        stored = download_to_storage(url, ctx.storage, key, limits)
+    except RetryableTransferError as exc:
+        _retry_finalize(ctx, claimed, str(exc))
+        return
+    except PermanentTransferError as exc:
+        fail_job(store, job_id, str(exc))
+        return
+    store.library.add(key=key, user_id=claimed["user_id"], kind="video",
+                      content_type=stored.content_type, size=stored.size, job_id=job_id)
+    log.info("Stored library video metadata for %s", key,
+             extra={"job_id": job_id, "size": stored.size})
+    done = store.jobs.update_if(job_id, (jobs.PROCESSING,), {
+        "status": jobs.COMPLETED, "result_key": key, "completed_at": NOW, "phase": NONE,
+        "lease_owner": NONE, "lease_until": NONE, "next_check_at": NONE},
+        phases=("finalizing",), owner=ctx.owner)
+    if done is None:
+        # Cancelled or timed out (and refunded) meanwhile: leave no orphan behind.
+        store.library.delete(key)
+        ctx.storage.delete(key)
+        return
+    JOBS_FINISHED.labels(status=jobs.COMPLETED).inc()
+
+
+def _retry_finalize(ctx: WorkerContext, job: dict[str, Any], why: str) -> None:
+    attempts = int(job.get("transfer_attempts") or 1)
+    if attempts >= MAX_TRANSFER_ATTEMPTS:
+        fail_job(ctx.store, job["id"], f"Could not copy the video: {why}")
+        return
+    delay = _backoff(attempts, cap=30)
+    # Give the lease back with a short expiry: the sweeper re-sends finalize after it.
+    ctx.store.jobs.update_if(job["id"], (jobs.PROCESSING,), {
+        "lease_owner": NONE, "lease_until": now_plus(delay)},
+        phases=("finalizing",), owner=ctx.owner)
+    log.warning("transfer failed (attempt %d), retrying in %.0f s: %s", attempts, delay, why,
+                extra={"job_id": job["id"]})
+
+
+__all__ = ["AT_PROVIDER", "cancel_at_provider", "check_status", "finalize_job", "submit_job",
+           "sweep"]

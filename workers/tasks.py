@@ -1,0 +1,43 @@
+"""Thin Celery tasks: names are explicit (renaming code never strands queued messages);
+policy lives here, the work in `workers.pipeline`."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+
+from app.queue import CANCEL_TASK, FINALIZE_TASK, SUBMIT_TASK, SWEEP_TASK
+from app.store.errors import StoreUnavailable
+from workers import pipeline
+from workers.celery_app import FINALIZE_TIME_LIMIT
+from workers.context import get_context
+
+log = logging.getLogger(__name__)
+
+_STORE_RETRY = {"autoretry_for": (StoreUnavailable,), "retry_backoff": True,
+                "retry_backoff_max": 60, "max_retries": 10}
+
+
+@shared_task(name=SUBMIT_TASK, **_STORE_RETRY)
+def submit(job_id: str) -> None:
+    pipeline.submit_job(get_context(), job_id)
+
+
+@shared_task(name=FINALIZE_TASK, time_limit=FINALIZE_TIME_LIMIT,
+             soft_time_limit=FINALIZE_TIME_LIMIT - 60, **_STORE_RETRY)
+def finalize(job_id: str) -> None:
+    pipeline.finalize_job(get_context(), job_id)
+
+
+@shared_task(name=CANCEL_TASK, **_STORE_RETRY)
+def cancel(job_id: str) -> None:
+    pipeline.cancel_at_provider(get_context(), job_id)
+
+
+@shared_task(name=SWEEP_TASK, time_limit=300)
+def sweep() -> None:
+    report = pipeline.sweep(get_context())
+    if report.checked or report.resent or report.timed_out or report.unknown:
+        log.info("sweep: %d checked, %d resent, %d timed out, %d outcome unknown",
+                 report.checked, report.resent, report.timed_out, report.unknown)
