@@ -29,3 +29,5 @@ def configure_logging(level: str = "INFO") -> None:
     handler._videojobs = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
+    # urllib3's DEBUG lines carry full URLs, presigned signatures included: never below INFO.
+    logging.getLogger("urllib3").setLevel(max(logging.INFO, root.level))

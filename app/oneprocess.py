@@ -89,6 +89,8 @@ def run_all_in_one(host: str = "127.0.0.1", port: int | None = None,
     settings = Settings.from_env(data_dir=str(base), embedded=True)
     settings = settings.replace(secret_key=settings.secret_key or _secret_key(base))
     port = port or settings.port
+    store = Store.open(DatabaseConfig(settings.surrealdb_url, settings.surrealdb_namespace,
+                                      settings.surrealdb_database))
     sandbox = None
     if settings.fal_key is None:
         sandbox = SandboxProvider(queue_seconds=2.0, run_seconds=6.0, render=True)
@@ -98,8 +100,6 @@ def run_all_in_one(host: str = "127.0.0.1", port: int | None = None,
                                     fal_jwks_url=sandbox.jwks_url, fal_key="sandbox:local",
                                     allow_private_downloads=True)
     broker = settings.redis_url if _redis_reachable(settings.redis_url) else "memory://"
-    store = Store.open(DatabaseConfig(settings.surrealdb_url, settings.surrealdb_namespace,
-                                      settings.surrealdb_database))
     storage = build_storage(settings)
     password = seed_demo(store, storage, base)
     celery = make_celery(settings, broker_url=broker)
@@ -117,12 +117,14 @@ def run_all_in_one(host: str = "127.0.0.1", port: int | None = None,
             except Exception:  # keep sweeping: the next round retries
                 log.exception("sweep failed")
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
     worker = start_worker(celery, pool="threads", concurrency=4, perform_ping_check=False,
-                          loglevel="WARNING", queues=["control", "transfer"],
+                          loglevel="INFO", queues=["control", "transfer"],
                           shutdown_timeout=30)
     worker.__enter__()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per poll
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
     threading.Thread(target=sweeper, name="sweeper", daemon=True).start()
     web = threading.Thread(target=server.serve_forever, name="web", daemon=True)
     web.start()

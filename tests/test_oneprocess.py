@@ -1,0 +1,167 @@
+"""`videojobs up` as a user runs it: a subprocess on a fresh data directory, no network
+but loopback; plus crash recovery (kill -9 mid-job, restart, every job ends once)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from app.store import DatabaseConfig, Store
+from tests.conftest import free_port
+
+EXE = str(Path(sys.executable).parent / "videojobs")
+
+
+class Up:
+    def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.data_dir = data_dir
+        self.log = open(data_dir.parent / f"up-{self.port}.log", "w")  # noqa: SIM115
+        self.proc = subprocess.Popen([EXE, "up", "--port", str(self.port), "--data-dir",
+                                      str(data_dir)], env=env, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        self.base = f"http://127.0.0.1:{self.port}"
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if requests.get(self.base + "/healthz", timeout=1).ok:
+                    break
+            except requests.RequestException:
+                time.sleep(0.2)
+            if self.proc.poll() is not None:
+                raise AssertionError(self.output())
+        else:
+            raise AssertionError("videojobs up did not start:\n" + self.output())
+
+    def output(self) -> str:
+        if not self.log.closed:
+            self.log.flush()
+        return (self.data_dir.parent / f"up-{self.port}.log").read_text()
+
+    def session(self) -> requests.Session:
+        password = (self.data_dir / "demo-login.txt").read_text().split()[1]
+        s = requests.Session()
+        r = s.post(self.base + "/api/auth/login", json={"email": "demo@videojobs.local",
+                                                        "password": password})
+        assert r.status_code == 200, r.text
+        return s
+
+    def stop(self, sig: int = signal.SIGINT) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=60)
+        self.log.close()
+        return code
+
+
+def wait_status(s: requests.Session, base: str, job_id: str, wanted: tuple[str, ...],
+                timeout: float = 60) -> dict[str, Any]:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        body = s.get(base + "/api/templates/video/status", params={"jobId": job_id},
+                     timeout=5).json()
+        if body["status"] in wanted:
+            return dict(body)
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} never reached {wanted}")
+
+
+@pytest.fixture
+def env() -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("SURREALDB_", "STORAGE_", "FAL_", "S3_", "PUBLIC_"))}
+    clean["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"  # none there: in-process
+    return clean
+
+
+def test_up_runs_a_demo_animation_end_to_end(tmp_path: Path, env: dict[str, str]) -> None:
+    up = Up(tmp_path / "data", env)
+    try:
+        assert "demo login: demo@videojobs.local" in up.output()
+        s = up.session()
+        items = s.get(up.base + "/api/library").json()["items"]
+        assert len(items) == 1 and items[0]["kind"] == "image"
+        started = s.post(up.base + "/api/templates/video", json={
+            "templateSlug": "night-life-roller", "startKey": items[0]["key"]})
+        assert started.status_code == 200
+        body = wait_status(s, up.base, started.json()["jobId"], ("completed", "failed"))
+        assert body["status"] == "completed", body
+        video = s.get(body["url"], timeout=10)
+        assert video.status_code == 200 and video.content[4:8] == b"ftyp"
+        assert s.get(up.base + "/api/me").json()["credits"] == 4500
+
+        second = subprocess.run([EXE, "up", "--port", str(free_port()), "--data-dir",
+                                 str(up.data_dir)], env=env, capture_output=True, text=True,
+                                timeout=60)
+        assert second.returncode == 1
+        assert "in use by another process" in second.stderr
+    finally:
+        assert up.stop() == 0
+    assert "stopping" in up.output()
+
+
+@pytest.fixture
+def external_sandbox(tmp_path: Path) -> Iterator[str]:
+    """fal lives outside the process we crash, as it does in real life."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "app.sandbox", "--port", str(port),
+                             "--queue-seconds", "1", "--run-seconds", "6"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            if requests.get(base + "/_sandbox/health", timeout=1).ok:
+                break
+        except requests.RequestException:
+            time.sleep(0.2)
+    yield base
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_kill_9_mid_job_then_restart_every_job_ends_once(
+        tmp_path: Path, env: dict[str, str], external_sandbox: str) -> None:
+    env = {**env, "FAL_KEY": "test:key", "FAL_QUEUE_URL": external_sandbox,
+           "FAL_JWKS_URL": external_sandbox + "/.well-known/jwks.json",
+           "ALLOW_PRIVATE_DOWNLOADS": "true", "STATUS_CHECK_INTERVAL": "2"}
+    data = tmp_path / "data"
+    up = Up(data, env)
+    s = up.session()
+    key = s.get(up.base + "/api/library").json()["items"][0]["key"]
+    job_ids = [s.post(up.base + "/api/templates/video", json={
+        "templateSlug": "night-life-roller", "startKey": key}).json()["jobId"]
+        for _ in range(3)]
+    wait_status(s, up.base, job_ids[0], ("processing",), timeout=30)
+    up.stop(signal.SIGKILL)  # while generating
+
+    up = Up(data, env)
+    try:
+        s = up.session()
+        finals = [wait_status(s, up.base, j, ("completed", "failed"), timeout=90)
+                  for j in job_ids]
+        assert [f["status"] for f in finals] == ["completed"] * 3, finals
+    finally:
+        up.stop()
+    submits = requests.get(external_sandbox + "/_sandbox/observations").json()["submits"]
+    accepted = [x for x in submits if x.get("accepted")]
+    assert len(accepted) == 3  # nobody was submitted twice
+    store = Store.open(DatabaseConfig(f"surrealkv://{data / 'db'}"))
+    try:
+        user = store.users.get_by_email("demo@videojobs.local")
+        assert user is not None
+        assert store.ledger.sum_for_user(user["id"]) == user["credits"] == 5000 - 3 * 500
+        for job_id in job_ids:
+            kinds = sorted(r["kind"] for r in store.ledger.for_job(job_id))
+            assert kinds == ["charge"]
+    finally:
+        store.close()
