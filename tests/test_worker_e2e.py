@@ -312,3 +312,53 @@ def test_forged_stale_and_replayed_webhooks_change_nothing(
     assert replay.status_code == 200 and replay.get_json()["status"] == "duplicate"
     assert user.credits() == 2000
     assert [r["kind"] for r in stack.store.ledger.for_job(job_id)] == ["charge", "refund"]
+
+
+def test_two_workers_many_jobs_each_submitted_and_finalized_once(
+        make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+    second = start_worker(stack.celery, pool="threads", concurrency=4,
+                          perform_ping_check=False, loglevel="WARNING",
+                          queues=["control", "transfer"], hostname="second@localhost")
+    second.__enter__()
+    try:
+        user = stack.user(credits=20 * COST)
+        key = user.upload(DESIGN)
+        job_ids = [user.start(key).get_json()["jobId"] for _ in range(12)]
+        for job_id in job_ids:
+            # A duplicate message for every job: harmless by design.
+            stack.ctx.enqueuer.submit(job_id)
+        finals = [stack.wait_terminal(j, timeout=90) for j in job_ids]
+        assert {f["status"] for f in finals} == {"completed"}
+    finally:
+        second.__exit__(None, None, None)
+    accepted = [s for s in stack.sandbox.submits() if s.get("accepted")]
+    assert len(accepted) == 12
+    videos = [i for i in user.client.get("/api/library").get_json()["items"]
+              if i["kind"] == "video"]
+    assert sorted(v["jobId"] for v in videos) == sorted(job_ids)
+    assert user.credits() == 20 * COST - 12 * COST
+    balance_explained(stack.store, user)
+
+
+def test_cancel_of_a_running_job_cancels_at_fal_and_refunds(
+        make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+    user = stack.user()
+    stack.sandbox.queue_scenario("never_finish")
+    job_id = user.start(user.upload(DESIGN)).get_json()["jobId"]
+    deadline = time.time() + 20
+    while time.time() < deadline and stack.store.jobs.get(job_id)["status"] != "processing":
+        time.sleep(0.1)
+    resp = user.client.post("/api/templates/video/cancel", json={"jobId": job_id})
+    assert resp.status_code == 200
+    assert resp.get_json()["error"] == "Cancelled" and resp.get_json()["refunded"] is True
+    deadline = time.time() + 20
+    while time.time() < deadline and not stack.sandbox.cancels():
+        time.sleep(0.1)
+    assert len(stack.sandbox.cancels()) == 1
+    time.sleep(1)
+    job = stack.store.jobs.get(job_id)
+    assert job["status"] == "failed" and job["cancel_requested"] is False
+    assert user.credits() == 2000
+    balance_explained(stack.store, user)
