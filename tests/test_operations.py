@@ -78,7 +78,7 @@ def _commands() -> list[list[str]]:
     procfile = (ROOT / "Procfile").read_text().splitlines()
     commands = [shlex.split(line.split(":", 1)[1]) for line in procfile if ":" in line]
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    for name, service in compose["services"].items():
+    for service in compose["services"].values():
         if "command" in service and not service.get("image", "").startswith(
                 ("redis", "surrealdb", "minio")):
             cmd = service["command"]
