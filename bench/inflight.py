@@ -1,0 +1,784 @@
+"""In-flight capacity benchmark: how many fal jobs one worker process tracks, how often each
+is checked, at what memory and CPU (DESIGN.md section 6: >= 5,000 in flight, each checked
+at least every 10 s, RSS <= 300 MB), beside a naive worker that polls inside its tasks.
+
+    .venv/bin/python bench/inflight.py [--jobs 5000] [--window 60] [--interval 10]
+                                       [--concurrency 8] [--poll 1.0] [--naive-window S]
+
+Processes (all on 127.0.0.1, all stopped and their temp dirs removed on exit or failure):
+
+- the sandbox provider as its own process (`python -m app.sandbox --no-render`), with a
+  run time far longer than the benchmark, so every job stays IN_PROGRESS;
+- a private `redis-server` on a free port;
+- "our" worker process (this file, `--role worker`): opens the embedded store
+  (`surrealkv://` in the temp dir, or `mem://`), seeds a user, the demo templates, one
+  start image and N pending jobs through `store.jobs.create_with_charge`, enqueues one
+  `videojobs.submit` per job (as the API does), then runs a real Celery worker (threads
+  pool, `--concurrency` slots, `worker_main` in the main thread) and the sweeper loop
+  (`workers.pipeline.sweep` at 1 s ticks, as beat triggers it) on one shared store;
+- the naive reference (`--role naive`): a Celery worker of the same pool size whose task
+  submits to fal and then loops `status` + `time.sleep(interval)` until done, holding a
+  slot per job.
+
+Measured over the window (starting once fal has accepted all N of our jobs): worker
+VmRSS/VmHWM (/proc/<pid>/status), worker CPU % of one core (utime+stime from
+/proc/<pid>/stat), jobs in flight, fal status calls/s, and the longest gap between two
+status checks of one job. The sandbox counts status calls per request but keeps no
+per-call times, so this script polls `GET /_sandbox/observations` every `--poll` seconds
+and times each request's counter increments: a call is known to lie between two
+snapshots, so every reported gap is exact to within one poll period either way (the
+table gives the bounds). A job that stops being checked shows up as an open gap at the
+window's end, so starvation cannot hide.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+MODEL = "fal-ai/kling-video/v2.1/standard/image-to-video"
+TEMPLATE = "night-life-roller"
+NAIVE_TASK = "bench.naive_track"
+NAIVE_QUEUE = "naive"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# ---- shared helpers ----------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tiny_png(width: int = 16, height: int = 9) -> bytes:
+    """A valid solid-colour PNG (the start image every job points at)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    raw = b"".join(b"\x00" + b"\xd0\x40\x20" * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+class Events:
+    """JSON lines from a child to the parent (flushed per line)."""
+
+    def __init__(self, path: str) -> None:
+        self._fh = open(path, "a", buffering=1)
+        self._lock = threading.Lock()
+
+    def emit(self, kind: str, **data: Any) -> None:
+        with self._lock:
+            self._fh.write(json.dumps({"event": kind, "t": time.time(), **data}) + "\n")
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pass  # a line being written
+    return out
+
+
+# ---- child: our worker process -----------------------------------------------------------
+
+def run_worker(args: argparse.Namespace) -> int:
+    """Seed N pending jobs, enqueue their submits, run Celery worker + sweeper in one process."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from app.config import Settings
+    from app.ids import new_id
+    from app.storage import LocalStorage, library_key
+    from app.store import DatabaseConfig, Store
+    from app.store.jobs import NewJob
+    from app.video_templates import load_template_file, render_inputs, resolve_variables
+    from workers import pipeline
+    from workers.celery_app import make_celery
+    from workers.context import build_context, set_context
+
+    events = Events(args.events)
+    work = Path(args.work)
+    settings = Settings(
+        secret_key="bench-secret", surrealdb_url=args.db_url, redis_url=args.redis,
+        storage_dir=str(work / "storage"), rate_limit_per_minute=0, embedded=True,
+        fal_key="bench:key", fal_queue_url=args.fal, fal_jwks_url=f"{args.fal}/_sandbox/jwks",
+        allow_private_downloads=True, status_check_interval=args.interval,
+        job_timeout_seconds=3600)
+    store = Store.open(DatabaseConfig(args.db_url))
+    storage = LocalStorage(Path(settings.storage_dir), "bench-secret")
+
+    # Seed: templates, one user with enough credits, one start image, N pending jobs.
+    templates = load_template_file(ROOT / "app" / "demo" / "templates.yaml")
+    for template in templates:
+        store.templates.upsert(template.to_record())
+    template = next(t for t in templates if t.slug == TEMPLATE)
+    cost = int(template.durations["5"])
+    user = store.users.create("bench@example.com", None, credits=cost * args.jobs)
+    key = library_key(user["id"], "png")
+    storage.put_stream(key, io.BytesIO(tiny_png()), "image/png")
+    store.library.add(key=key, user_id=user["id"], kind="image", content_type="image/png",
+                      size=len(tiny_png()))
+    variables = resolve_variables(template, {})
+    prompt, negative = render_inputs(template, variables)
+    t0 = time.time()
+    job_ids = []
+    for _ in range(args.jobs):
+        job_id = new_id()
+        store.jobs.create_with_charge(NewJob(
+            job_id=job_id, user_id=user["id"], email=user["email"], template_id=template.slug,
+            model=template.model, prompt=prompt, negative_prompt=negative, start_key=key,
+            duration="5", variables=variables, credits=cost, timeout_seconds=3600))
+        job_ids.append(job_id)
+    created = time.time() - t0
+
+    celery = make_celery(settings)
+    ctx = build_context(settings, celery, store=store, storage=storage)
+    set_context(ctx)
+    t0 = time.time()
+    for job_id in job_ids:
+        ctx.enqueuer.submit(job_id)
+    enqueued = time.time() - t0
+    del job_ids
+    events.emit("seeded", jobs=args.jobs, create_seconds=round(created, 2),
+                enqueue_seconds=round(enqueued, 2))
+
+    stop = threading.Event()
+
+    def sweeper() -> None:
+        # Beat sends one sweep a second; here one loop runs them back to back when a sweep
+        # takes longer than the tick (beat would start them concurrently in other slots).
+        tick = time.monotonic()
+        while not stop.is_set():
+            started, m0 = time.time(), time.monotonic()
+            try:
+                report = pipeline.sweep(ctx)
+                events.emit("sweep", start=started, seconds=round(time.monotonic() - m0, 4),
+                            checked=report.checked, resent=report.resent,
+                            errors=len(report.errors), timed_out=report.timed_out)
+            except Exception as exc:  # keep sweeping; the parent reports it
+                events.emit("sweep_error", start=started, error=repr(exc))
+            tick += pipeline.SWEEP_PERIOD_SECONDS
+            now = time.monotonic()
+            if tick < now:
+                tick = now
+            stop.wait(tick - now)
+
+    def counter() -> None:
+        while not stop.wait(args.count_every):
+            try:
+                rows = store.db.query("SELECT status, phase, count() AS n FROM video_job "
+                                      "GROUP BY status, phase;")[0]
+                events.emit("counts", rows=rows)
+            except Exception as exc:
+                events.emit("count_error", error=repr(exc))
+
+    threads = [threading.Thread(target=sweeper, name="bench-sweeper", daemon=True),
+               threading.Thread(target=counter, name="bench-counter", daemon=True)]
+    for thread in threads:
+        thread.start()
+    events.emit("worker_start")
+    try:
+        celery.worker_main(["worker", "--pool=threads", f"--concurrency={args.concurrency}",
+                            "--queues=control,transfer", "--loglevel=WARNING",
+                            f"--hostname=bench-inflight-{os.getpid()}@%h"])
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=15)
+        store.close()
+    return 0
+
+
+# ---- child: the naive reference ----------------------------------------------------------
+
+def run_naive(args: argparse.Namespace) -> int:
+    """A worker of the same pool size whose task polls fal with time.sleep (one slot per job)."""
+    import base64
+    import logging
+
+    from celery import Celery
+
+    from app.fal import FalClient
+
+    logging.basicConfig(level=logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    events = Events(args.events)
+    app = Celery("naive", broker=args.redis, set_as_current=True)
+    app.conf.update(task_serializer="json", accept_content=["json"], task_ignore_result=True,
+                    task_acks_late=True, worker_prefetch_multiplier=1,
+                    broker_transport_options={"visibility_timeout": 7200},
+                    worker_hijack_root_logger=False, broker_connection_retry_on_startup=True)
+    fal = FalClient(args.fal, "bench:key")
+    image = "data:image/png;base64," + base64.b64encode(tiny_png()).decode()
+    interval = float(args.interval)
+
+    @app.task(name=NAIVE_TASK)
+    def naive_track(index: int) -> None:
+        submission = fal.submit(MODEL, {"prompt": f"naive job {index}", "image_url": image,
+                                        "duration": "5"}, None)
+        while True:  # the anti-pattern DESIGN.md forbids: a slot held while fal works
+            status = fal.status(submission.status_url)
+            if status.status == "COMPLETED":
+                return
+            time.sleep(interval)
+
+    for index in range(args.jobs):
+        app.send_task(NAIVE_TASK, args=[index], queue=NAIVE_QUEUE)
+    events.emit("seeded", jobs=args.jobs)
+    events.emit("worker_start")
+    app.worker_main(["worker", "--pool=threads", f"--concurrency={args.concurrency}",
+                     f"--queues={NAIVE_QUEUE}", "--loglevel=WARNING",
+                     f"--hostname=bench-naive-{os.getpid()}@%h"])
+    return 0
+
+
+# ---- parent: processes -------------------------------------------------------------------
+
+def _die_with_parent() -> None:
+    """Children get SIGKILL if this script dies without cleaning up (Linux prctl)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class Processes:
+    """Every child this script starts; stop() ends them by pid (TERM, then KILL)."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.env = {**os.environ, "TMPDIR": str(work / "tmp"), "PYTHONUNBUFFERED": "1",
+                    "AWS_EC2_METADATA_DISABLED": "true"}
+        (work / "tmp").mkdir(exist_ok=True)
+
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.work / f"{name}.log", "wb")
+        proc = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=log,
+                                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        self.procs.append((name, proc))
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes], grace: float = 20.0,
+             sig: int = signal.SIGTERM) -> None:
+        if proc.poll() is None:
+            try:
+                proc.send_signal(sig)
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+            except ProcessLookupError:
+                pass
+
+    def stop_all(self) -> None:
+        for _, proc in reversed(self.procs):
+            self.stop(proc, grace=10)
+
+    def tail(self, name: str, lines: int = 30) -> str:
+        path = self.work / f"{name}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def wait_until(check: Any, timeout: float, what: str, proc: Any = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what}: process exited with {proc.returncode}")
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """VmRSS / VmHWM in kB."""
+    out = {}
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                name, value = line.split(":", 1)
+                out[name] = int(value.split()[0])
+    return out
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+
+
+def threads_of(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+# ---- parent: observing the sandbox ------------------------------------------------------
+
+@dataclass
+class Snapshot:
+    before: float
+    after: float
+
+    @property
+    def mid(self) -> float:
+        return (self.before + self.after) / 2
+
+
+@dataclass
+class Observer:
+    """Polls /_sandbox/observations; times each request's status-call counter increments."""
+
+    base: str
+    period: float
+    snaps: list[Snapshot] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    increments: dict[str, list[int]] = field(default_factory=dict)  # rid -> snapshot indexes
+    totals: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    poll_seconds: list[float] = field(default_factory=list)
+    failures: int = 0
+
+    def __post_init__(self) -> None:
+        import requests
+
+        self._session = requests.Session()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="observer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        tick = time.monotonic()
+        while not self._stop.is_set():
+            self.poll()
+            tick += self.period
+            now = time.monotonic()
+            if tick < now:
+                tick = now
+            self._stop.wait(tick - now)
+
+    def poll(self) -> None:
+        before = time.time()
+        try:
+            body = self._session.get(f"{self.base}/_sandbox/observations", timeout=30).json()
+        except Exception:
+            self.failures += 1
+            return
+        after = time.time()
+        with self._lock:
+            index = len(self.snaps)
+            self.snaps.append(Snapshot(before, after))
+            self.poll_seconds.append(after - before)
+            for rid, count in body["status_calls"].items():
+                if count > self.counts.get(rid, 0):
+                    self.counts[rid] = count
+                    self.increments.setdefault(rid, []).append(index)
+            self.totals.append((index, body["totals"]))
+
+    def reset(self) -> None:
+        with self._lock:
+            self.snaps, self.counts, self.increments = [], {}, {}
+            self.totals, self.poll_seconds, self.failures = [], [], 0
+
+    def latest_totals(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(self.totals[-1][1]) if self.totals else {}
+
+    def totals_at(self, t: float) -> tuple[float, dict[str, Any]]:
+        """The first snapshot taken at or after t."""
+        with self._lock:
+            for index, totals in self.totals:
+                if self.snaps[index].before >= t:
+                    return self.snaps[index].mid, totals
+            index, totals = self.totals[-1]
+            return self.snaps[index].mid, totals
+
+    def gaps(self, start: float, end: float) -> dict[str, Any]:
+        """Gaps between consecutive status calls of one request that end inside [start, end],
+        plus the open gap from each request's last call to `end`."""
+        with self._lock:
+            snaps, increments = list(self.snaps), {k: list(v) for k, v in self.increments.items()}
+        est: list[float] = []
+        worst = (0.0, 0.0, 0.0, "")  # estimate, low bound, high bound, request id
+        per_job_max: list[float] = []
+        never = 0
+        for rid, idxs in increments.items():
+            job_max = 0.0
+            in_window = [i for i in idxs if start <= snaps[i].mid <= end]
+            if not in_window:
+                never += 1
+            for a, b in zip(idxs, idxs[1:], strict=False):
+                if not (start <= snaps[b].mid <= end):
+                    continue
+                gap = snaps[b].mid - snaps[a].mid
+                low = snaps[b - 1].before - snaps[a].after if b - 1 >= a else 0.0
+                high = snaps[b].after - (snaps[a - 1].before if a > 0 else snaps[a].before)
+                est.append(gap)
+                job_max = max(job_max, gap)
+                if gap > worst[0]:
+                    worst = (gap, max(0.0, low), high, rid)
+            last = idxs[-1]
+            if snaps[last].mid < end:
+                open_gap = end - snaps[last].mid
+                job_max = max(job_max, open_gap)
+                if open_gap > worst[0]:
+                    worst = (open_gap, max(0.0, end - snaps[last].after),
+                             end - (snaps[last - 1].before if last > 0 else snaps[last].before),
+                             rid + " (open at window end)")
+            per_job_max.append(job_max)
+        est.sort()
+        per_job_max.sort()
+
+        def pct(values: list[float], p: float) -> float:
+            return values[min(len(values) - 1, int(p * len(values)))] if values else 0.0
+
+        return {"count": len(est), "p50": pct(est, 0.5), "p99": pct(est, 0.99),
+                "max": worst[0], "max_low": worst[1], "max_high": worst[2], "max_rid": worst[3],
+                "jobs": len(increments), "never": never, "per_job_max": per_job_max}
+
+
+# ---- parent: the run ---------------------------------------------------------------------
+
+@dataclass
+class Result:
+    label: str
+    created: int = 0
+    submitted: int = 0
+    in_flight: int = 0
+    waiting: int = 0
+    status_rate: float = 0.0
+    gap: dict[str, Any] = field(default_factory=dict)
+    rss_mb: float = 0.0
+    rss_max_mb: float = 0.0
+    hwm_mb: float = 0.0
+    cpu_pct: float = 0.0
+    threads: int = 0
+    window: float = 0.0
+    submit_seconds: float | None = None
+    notes: list[str] = field(default_factory=list)
+    sweeps: dict[str, Any] = field(default_factory=dict)
+    sandbox_cpu_pct: float = 0.0
+
+
+def measure_window(proc: subprocess.Popen[bytes], observer: Observer, sandbox_pid: int,
+                   seconds: float, poll: float) -> dict[str, Any]:
+    """Sample the worker's memory through the window; CPU and totals at both ends."""
+    pid = proc.pid
+    start = time.time()
+    cpu0, scpu0 = proc_cpu_seconds(pid), proc_cpu_seconds(sandbox_pid)
+    rss_max = 0
+    end = start + seconds
+    while time.time() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited during the window ({proc.returncode})")
+        rss_max = max(rss_max, proc_status(pid)["VmRSS"])
+        time.sleep(min(poll, max(0.0, end - time.time())))
+    stop = time.time()
+    cpu1, scpu1 = proc_cpu_seconds(pid), proc_cpu_seconds(sandbox_pid)
+    mem = proc_status(pid)
+    time.sleep(poll * 1.5)  # let the observer take a snapshot past the window's end
+    return {"start": start, "end": stop, "cpu": 100 * (cpu1 - cpu0) / (stop - start),
+            "sandbox_cpu": 100 * (scpu1 - scpu0) / (stop - start), "rss": mem["VmRSS"],
+            "hwm": mem["VmHWM"], "rss_max": max(rss_max, mem["VmRSS"]),
+            "threads": threads_of(pid)}
+
+
+def status_rate(observer: Observer, start: float, end: float) -> float:
+    t0, a = observer.totals_at(start)
+    t1, b = observer.totals_at(end)
+    return (b["status_calls"] - a["status_calls"]) / max(1e-9, t1 - t0)
+
+
+def run_ours(args: argparse.Namespace, procs: Processes, work: Path, fal: str, redis: str,
+             observer: Observer, sandbox_pid: int) -> Result:
+    result = Result("ours: sweeper, no slot held")
+    events = work / "worker.events"
+    db_url = f"surrealkv://{work / 'db'}" if args.store == "surrealkv" else "mem://"
+    proc = procs.start("worker", [
+        sys.executable, str(Path(__file__).resolve()), "--role", "worker", "--jobs",
+        str(args.jobs), "--interval", str(args.interval), "--concurrency",
+        str(args.concurrency), "--redis", redis, "--fal", fal, "--work", str(work),
+        "--db-url", db_url, "--events", str(events), "--count-every", str(args.count_every)])
+    t_boot = time.time()
+    wait_until(lambda: any(e["event"] == "worker_start" for e in read_events(events)),
+               args.seed_timeout, "the worker to seed its jobs", proc)
+    seeded = next(e for e in read_events(events) if e["event"] == "seeded")
+    result.notes.append(f"seeding {args.jobs} jobs via create_with_charge took "
+                        f"{seeded['create_seconds']} s, enqueueing their submits "
+                        f"{seeded['enqueue_seconds']} s (boot to ready "
+                        f"{time.time() - t_boot:.0f} s)")
+    t_submit = time.time()
+    try:
+        wait_until(lambda: observer.latest_totals().get("accepted", 0) >= args.jobs,
+                   args.submit_timeout, "fal to accept every job", proc)
+        result.submit_seconds = time.time() - t_submit
+    except RuntimeError as exc:
+        if proc.poll() is not None:
+            raise
+        result.notes.append(f"not all jobs submitted in {args.submit_timeout} s: {exc}")
+    w = measure_window(proc, observer, sandbox_pid, args.window, args.poll)
+    totals = observer.latest_totals()
+    result.created = args.jobs
+    result.submitted = int(totals.get("accepted", 0))
+    counts = [e for e in read_events(events) if e["event"] == "counts" and e["t"] <= w["end"] + 1]
+    if counts:
+        rows = counts[-1]["rows"]
+        result.in_flight = sum(r["n"] for r in rows if r["status"] == "processing")
+        result.waiting = sum(r["n"] for r in rows if r["status"] == "pending")
+        result.notes.append("store at window end: " + ", ".join(
+            f"{r['status']}/{r.get('phase')}={r['n']}" for r in rows))
+    sweeps = [e for e in read_events(events)
+              if e["event"] == "sweep" and w["start"] <= e["start"] <= w["end"]]
+    if sweeps:
+        durations = sorted(e["seconds"] for e in sweeps)
+        result.sweeps = {"n": len(sweeps), "mean": sum(durations) / len(durations),
+                         "max": durations[-1], "p95": durations[int(0.95 * (len(durations) - 1))],
+                         "checked": sum(e["checked"] for e in sweeps),
+                         "max_checked": max(e["checked"] for e in sweeps),
+                         "errors": sum(e["errors"] for e in sweeps)}
+    errors = [e for e in read_events(events) if e["event"] == "sweep_error"]
+    if errors:
+        result.notes.append(f"{len(errors)} sweeps raised, first: {errors[0]['error']}")
+    fill(result, w, observer)
+    procs.stop(proc, grace=30)
+    return result
+
+
+def run_naive_ref(args: argparse.Namespace, procs: Processes, work: Path, fal: str,
+                  redis: str, observer: Observer, sandbox_pid: int) -> Result:
+    import redis as redis_lib
+
+    result = Result("naive: poll + sleep in the task")
+    events = work / "naive.events"
+    proc = procs.start("naive", [
+        sys.executable, str(Path(__file__).resolve()), "--role", "naive", "--jobs",
+        str(args.jobs), "--interval", str(args.interval), "--concurrency",
+        str(args.concurrency), "--redis", redis, "--fal", fal, "--work", str(work),
+        "--events", str(events)])
+    wait_until(lambda: any(e["event"] == "worker_start" for e in read_events(events)),
+               args.seed_timeout, "the naive worker to start", proc)
+    # Give it the same head start ours had to submit (or at least a few seconds).
+    time.sleep(min(args.interval, 5))
+    w = measure_window(proc, observer, sandbox_pid, args.naive_window, args.poll)
+    totals = observer.latest_totals()
+    result.created = args.jobs
+    result.submitted = int(totals.get("accepted", 0))
+    result.in_flight = result.submitted  # none can finish: fal runs longer than the bench
+    client = redis_lib.Redis.from_url(redis)
+    result.waiting = int(client.llen(NAIVE_QUEUE))
+    result.notes.append(f"naive: {result.waiting} messages still in the Redis queue, "
+                        f"{args.jobs - result.waiting - result.submitted} reserved by the "
+                        "worker but not started")
+    fill(result, w, observer)
+    procs.stop(proc, grace=3)  # its tasks never end: a warm shutdown would wait forever
+    return result
+
+
+def fill(result: Result, w: dict[str, Any], observer: Observer) -> None:
+    result.window = w["end"] - w["start"]
+    result.status_rate = status_rate(observer, w["start"], w["end"])
+    result.gap = observer.gaps(w["start"], w["end"])
+    result.rss_mb, result.rss_max_mb, result.hwm_mb = (w["rss"] / 1024, w["rss_max"] / 1024,
+                                                      w["hwm"] / 1024)
+    result.cpu_pct, result.sandbox_cpu_pct = w["cpu"], w["sandbox_cpu"]
+    result.threads = w["threads"]
+
+
+def print_report(args: argparse.Namespace, ours: Result, naive: Result | None,
+                 observer_poll: list[float]) -> bool:
+    cols = [ours] + ([naive] if naive else [])
+    interval = float(args.interval)
+
+    def row(name: str, fmt: Any, target: str = "") -> None:
+        cells = " | ".join(fmt(r) for r in cols)
+        print(f"| {name} | {cells} | {target} |")
+
+    print(f"\n{args.jobs} jobs, window {ours.window:.0f} s"
+          + (f" (naive {naive.window:.0f} s)" if naive else "")
+          + f", STATUS_CHECK_INTERVAL={args.interval} s, {args.concurrency} worker threads, "
+          f"store {args.store}, {os.cpu_count()} cores, gap resolution +/- one poll "
+          f"({args.poll} s; an observations poll took "
+          f"{1000 * sorted(observer_poll)[len(observer_poll) // 2]:.0f} ms median)\n"
+          if observer_poll else "\n")
+    print("| metric | " + " | ".join(r.label for r in cols) + " | target |")
+    print("|---|" + "---|" * len(cols) + "---|")
+    row("jobs created", lambda r: f"{r.created:,}")
+    row("accepted by fal (submitted)", lambda r: f"{r.submitted:,}")
+    row("in flight (processing, at fal)", lambda r: f"{r.in_flight:,}", ">= 5,000")
+    row("still waiting (pending / in queue)", lambda r: f"{r.waiting:,}")
+    row("time to submit all", lambda r: "-" if r.submit_seconds is None
+        else f"{r.submit_seconds:.0f} s")
+    row("fal status calls/s", lambda r: f"{r.status_rate:.0f}",
+        f">= {args.jobs / interval:.0f} (N / interval)")
+    row("status-check gaps seen (count)", lambda r: f"{r.gap['count']:,}")
+    row("gap p50 / p99", lambda r: f"{r.gap['p50']:.1f} s / {r.gap['p99']:.1f} s")
+    row("longest gap between 2 checks of a job",
+        lambda r: f"**{r.gap['max']:.1f} s** ({r.gap['max_low']:.1f}-{r.gap['max_high']:.1f})",
+        f"<= {interval:.0f} s")
+    row(f"jobs whose longest gap > {interval:.0f} s",
+        lambda r: f"{sum(1 for g in r.gap['per_job_max'] if g > interval):,}", "0")
+    row("submitted jobs never checked in window", lambda r: f"{r.gap['never']:,}", "0")
+    row("worker VmRSS at end / max sampled", lambda r: f"{r.rss_mb:.0f} / {r.rss_max_mb:.0f} MB",
+        "<= 300 MB")
+    row("worker VmHWM (peak incl. seeding)", lambda r: f"{r.hwm_mb:.0f} MB")
+    row("worker CPU (% of one core)", lambda r: f"{r.cpu_pct:.0f} %")
+    row("worker threads", lambda r: f"{r.threads}")
+    row("sandbox CPU (% of one core)", lambda r: f"{r.sandbox_cpu_pct:.0f} %")
+    if ours.sweeps:
+        s = ours.sweeps
+        print(f"\nsweeps in window: {s['n']}, duration mean {s['mean']:.2f} s, p95 "
+              f"{s['p95']:.2f} s, max {s['max']:.2f} s; {s['checked']:,} checks "
+              f"(max {s['max_checked']} in one sweep), {s['errors']} errors")
+    for r in cols:
+        for note in r.notes:
+            print(f"- {note}")
+    gap_ok = ours.gap["max"] <= interval and ours.gap["never"] == 0
+    ok = ours.in_flight >= 5000 and gap_ok and ours.rss_max_mb <= 300
+    verdict = (f"{ours.in_flight:,} in flight (>= 5,000: {'yes' if ours.in_flight >= 5000 else 'NO'})"
+               f", longest gap {ours.gap['max']:.1f} s (<= {interval:.0f} s: "
+               f"{'yes' if gap_ok else 'NO'}), RSS {ours.rss_max_mb:.0f} MB (<= 300 MB: "
+               f"{'yes' if ours.rss_max_mb <= 300 else 'NO'})")
+    if naive:
+        verdict += (f"; naive worker of the same size keeps {naive.in_flight:,} in flight "
+                    f"({ours.in_flight / max(1, naive.in_flight):.0f}x fewer)")
+    print(f"\nVERDICT: {'target MET' if ok else 'target MISSED'}: {verdict}")
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=5000)
+    parser.add_argument("--window", type=float, default=60.0,
+                        help="seconds measured once fal has accepted every job")
+    parser.add_argument("--naive-window", type=float, default=None,
+                        help="seconds for the naive reference (default: --window)")
+    parser.add_argument("--interval", type=int, default=10, help="STATUS_CHECK_INTERVAL")
+    parser.add_argument("--concurrency", type=int, default=8, help="Celery threads per worker")
+    parser.add_argument("--poll", type=float, default=1.0,
+                        help="seconds between /_sandbox/observations snapshots (gap resolution)")
+    parser.add_argument("--store", choices=["surrealkv", "mem"], default="surrealkv")
+    parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--seed-timeout", type=float, default=120.0)
+    parser.add_argument("--submit-timeout", type=float, default=120.0)
+    parser.add_argument("--count-every", type=float, default=5.0, help=argparse.SUPPRESS)
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
+    # internal: the child roles
+    parser.add_argument("--role", choices=["bench", "worker", "naive"], default="bench",
+                        help=argparse.SUPPRESS)
+    for name in ("--redis", "--fal", "--work", "--db-url", "--events"):
+        parser.add_argument(name, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role == "worker":
+        return run_worker(args)
+    if args.role == "naive":
+        return run_naive(args)
+    if args.naive_window is None:
+        args.naive_window = args.window
+    if shutil.which("redis-server") is None:
+        raise SystemExit("redis-server is required (apt-get install redis-server)")
+
+    work = Path(tempfile.mkdtemp(prefix="vj-inflight-"))
+    procs = Processes(work)
+    observer: Observer | None = None
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    for s in previous:
+        signal.signal(s, lambda *_: (_ for _ in ()).throw(SystemExit(130)))
+    ok = False
+    try:
+        import redis as redis_lib
+        import requests
+
+        redis_port, fal_port = free_port(), free_port()
+        (work / "redis").mkdir()
+        procs.start("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                              "--save", "", "--appendonly", "no", "--dir", str(work / "redis")])
+        redis = f"redis://127.0.0.1:{redis_port}/0"
+        wait_until(lambda: redis_lib.Redis(port=redis_port).ping(), 20, "redis-server")
+        run_seconds = 3600.0  # far beyond the bench: every job stays IN_PROGRESS
+        sandbox = procs.start("sandbox", [
+            sys.executable, "-m", "app.sandbox", "--host", "127.0.0.1", "--port", str(fal_port),
+            "--no-render", "--queue-seconds", "1", "--run-seconds", str(run_seconds),
+            "--log-level", "WARNING"])
+        fal = f"http://127.0.0.1:{fal_port}"
+        wait_until(lambda: requests.get(f"{fal}/_sandbox/health", timeout=2).ok, 30,
+                   "the sandbox", sandbox)
+        observer = Observer(fal, args.poll)
+        observer.start()
+        print(f"[bench] work dir {work}; sandbox {fal}; redis {redis}", file=sys.stderr)
+        print(f"[bench] our worker: seeding {args.jobs} jobs, submitting, then "
+              f"{args.window:.0f} s window", file=sys.stderr)
+        ours = run_ours(args, procs, work, fal, redis, observer, sandbox.pid)
+        naive = None
+        if not args.skip_naive:
+            print(f"[bench] naive worker: {args.naive_window:.0f} s window", file=sys.stderr)
+            observer.stop()
+            requests.post(f"{fal}/_sandbox/reset", timeout=10).raise_for_status()
+            redis_lib.Redis(port=redis_port).flushall()
+            observer = Observer(fal, args.poll)
+            observer.start()
+            naive = run_naive_ref(args, procs, work, fal, redis, observer, sandbox.pid)
+        observer.stop()
+        ok = print_report(args, ours, naive, observer.poll_seconds)
+        return 0 if ok else 1
+    except BaseException:
+        for name, _ in procs.procs:
+            tail = procs.tail(name)
+            if tail:
+                print(f"--- {name}.log (tail) ---\n{tail}", file=sys.stderr)
+        raise
+    finally:
+        if observer is not None:
+            observer.stop()
+        procs.stop_all()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if args.keep:
+            print(f"[bench] kept {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
