@@ -94,6 +94,7 @@ def register_services(app: Flask, settings: Settings, store: Any, storage: Any, 
 def register_api(app: Flask, settings: Settings) -> None:
     from flask_smorest import Api
 
+    from app import dashboard
     from app.api import auth, docs, files, health, library, templates, video, webhooks
     from app.api.errors import register_error_handlers
 
@@ -104,6 +105,7 @@ def register_api(app: Flask, settings: Settings) -> None:
     app.register_blueprint(files.bp)
     app.register_blueprint(docs.bp)
     app.register_blueprint(webhooks.bp)
+    app.register_blueprint(dashboard.bp)
     register_error_handlers(app)
     auth.register_csrf_guard(app, settings.public_base_url)
 

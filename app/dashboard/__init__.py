@@ -11,7 +11,7 @@ import hashlib
 from functools import cache
 from pathlib import Path
 
-from flask import Blueprint, Response, render_template, request, session, url_for
+from flask import Blueprint, Response, current_app, render_template, request, session, url_for
 
 __all__ = ["bp"]
 
@@ -52,7 +52,10 @@ def _dashboard_asset(filename: str) -> str:
 def index() -> Response:
     """The dashboard; signed-in visitors get the app view at once, others the login form."""
     email = session.get("email")
-    html = render_template("dashboard/index.html",
+    services = current_app.extensions.get("videojobs")
+    # `videojobs up` seeds a demo user: say where its login is (not in production).
+    demo = bool(getattr(getattr(services, "settings", None), "embedded", False))
+    html = render_template("dashboard/index.html", demo_hint=demo,
                            signed_in_email=email if isinstance(email, str) else None)
     resp = Response(html, mimetype="text/html")
     resp.headers["Cache-Control"] = "no-store"

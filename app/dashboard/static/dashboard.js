@@ -488,8 +488,9 @@
     } else if (cancelled) {
       toast(`Job cancelled.${job.refunded ? " Your credits were refunded." : ""}`, "info");
     } else {
-      toast(`Video generation failed: ${job.error || "unknown error"}` +
-        (job.refunded ? ". Your credits were refunded." : ""), "error");
+      const reason = job.error || "unknown error";
+      toast(`Video generation failed: ${reason}` + (job.refunded
+        ? `${/[.!?]$/.test(reason) ? "" : "."} Your credits were refunded.` : ""), "error");
     }
     refreshMe();
   }
