@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 AT_PROVIDER = ("in_queue", "in_progress", "awaiting_callback")
 PHASE_FOR_STATUS = {"IN_QUEUE": "in_queue", "IN_PROGRESS": "in_progress"}
 # A finalize message lost after fal completed is re-sent by the sweeper after this.
-FINALIZE_GRACE = 60
+FINALIZE_GRACE = 30
 
 
 class FinalizeQueue(Protocol):

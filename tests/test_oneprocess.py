@@ -165,3 +165,47 @@ def test_kill_9_mid_job_then_restart_every_job_ends_once(
             assert kinds == ["charge"]
     finally:
         store.close()
+
+
+def test_kill_9_while_storing_then_restart_completes_once(
+        tmp_path: Path, env: dict[str, str], external_sandbox: str) -> None:
+    env = {**env, "FAL_KEY": "test:key", "FAL_QUEUE_URL": external_sandbox,
+           "FAL_JWKS_URL": external_sandbox + "/.well-known/jwks.json",
+           "ALLOW_PRIVATE_DOWNLOADS": "true", "STATUS_CHECK_INTERVAL": "2"}
+    # The first download is cut off mid-body: the job sits in `finalizing` (storing) while
+    # its transfer waits to be retried, and that is when the process dies.
+    requests.post(external_sandbox + "/_sandbox/scenarios",
+                  json={"name": "cut_download", "count": 1}, timeout=5).raise_for_status()
+    data = tmp_path / "data"
+    up = Up(data, env)
+    s = up.session()
+    key = s.get(up.base + "/api/library").json()["items"][0]["key"]
+    job_id = s.post(up.base + "/api/templates/video", json={
+        "templateSlug": "night-life-roller", "startKey": key}).json()["jobId"]
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        body = s.get(up.base + "/api/templates/video/status", params={"jobId": job_id},
+                     timeout=5).json()
+        if body.get("phase") == "finalizing" or body["status"] in ("completed", "failed"):
+            break
+        time.sleep(0.05)
+    assert body.get("phase") == "finalizing", body
+    up.stop(signal.SIGKILL)
+
+    up = Up(data, env)
+    try:
+        final = wait_status(up.session(), up.base, job_id, ("completed", "failed"), timeout=120)
+        assert final["status"] == "completed", final
+    finally:
+        up.stop()
+    observed = requests.get(external_sandbox + "/_sandbox/observations").json()
+    assert len([x for x in observed["submits"] if x.get("accepted")]) == 1
+    store = Store.open(DatabaseConfig(f"surrealkv://{data / 'db'}"))
+    try:
+        user = store.users.get_by_email("demo@videojobs.local")
+        assert user is not None and user["credits"] == 4500
+        assert store.ledger.sum_for_user(user["id"]) == 4500
+        videos = [i for i in store.library.list_for_user(user["id"]) if i["kind"] == "video"]
+        assert [v["job_id"] for v in videos] == [job_id]
+    finally:
+        store.close()

@@ -16,7 +16,10 @@ from __future__ import annotations
 import base64
 import logging
 import random
+import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,8 +47,11 @@ from workers.transfer import (
 log = logging.getLogger(__name__)
 
 SUBMIT_LEASE_SECONDS = 600
-FINALIZE_LEASE_SECONDS = 1800
-FINALIZE_GRACE_SECONDS = 60  # a lost finalize message is re-sent after this
+# A finalize lease is short and renewed while the copy runs, so a worker that dies
+# mid-transfer is taken over within about FINALIZE_LEASE_SECONDS, not at the deadline.
+FINALIZE_LEASE_SECONDS = 90
+LEASE_RENEW_SECONDS = 20
+FINALIZE_GRACE_SECONDS = 30  # a lost finalize message is re-sent after this
 MAX_SUBMIT_ATTEMPTS = 8
 MAX_TRANSFER_ATTEMPTS = 4
 SWEEP_PERIOD_SECONDS = 1.0
@@ -291,7 +297,8 @@ def finalize_job(ctx: WorkerContext, job_id: str) -> None:
     limits = TransferLimits(max_bytes=ctx.settings.max_video_bytes,
                             allow_private=ctx.settings.allow_private_downloads)
     try:
-        stored = download_to_storage(url, ctx.storage, key, limits)
+        with _lease_renewed(ctx, job_id):
+            stored = download_to_storage(url, ctx.storage, key, limits)
     except RetryableTransferError as exc:
         _retry_finalize(ctx, claimed, str(exc))
         return
@@ -312,6 +319,33 @@ def finalize_job(ctx: WorkerContext, job_id: str) -> None:
         ctx.storage.delete(key)
         return
     JOBS_FINISHED.labels(status=jobs.COMPLETED).inc()
+
+
+@contextmanager
+def _lease_renewed(ctx: WorkerContext, job_id: str) -> Iterator[None]:
+    """Keep our finalize lease alive while a long copy runs (a heartbeat thread)."""
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(LEASE_RENEW_SECONDS):
+            try:
+                kept = ctx.store.jobs.update_if(
+                    job_id, (jobs.PROCESSING,),
+                    {"lease_until": now_plus(FINALIZE_LEASE_SECONDS)},
+                    phases=("finalizing",), owner=ctx.owner)
+            except Exception:  # the store blipped: try again at the next beat
+                log.warning("lease renewal failed", extra={"job_id": job_id})
+                continue
+            if kept is None:
+                return  # no longer ours (cancelled, timed out, taken over)
+
+    beat = threading.Thread(target=renew, name=f"lease-{job_id[:8]}", daemon=True)
+    beat.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beat.join(timeout=5)
 
 
 def _retry_finalize(ctx: WorkerContext, job: dict[str, Any], why: str) -> None:
