@@ -10,6 +10,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -160,3 +161,39 @@ def make_user(app: Any, store: Store) -> Any:
 
 
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3-compatible HTTP server on loopback (boto3 talks to it unchanged)."""
+    from tests.support.s3server import start_s3_server
+
+    url, stop = start_s3_server()
+    yield url
+    stop()
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """Each storage test runs on both backends: a local directory and S3 (fresh bucket)."""
+    from app.storage import LocalStorage, S3Storage, make_s3_client
+
+    if request.param == "local":
+        return LocalStorage(tmp_path / "root", "test-secret")
+    endpoint = request.getfixturevalue("s3_endpoint")
+    bucket = f"vj-{uuid.uuid4().hex[:16]}"
+    client = make_s3_client(Settings(
+        s3_bucket=bucket, s3_endpoint_url=endpoint, s3_region="us-east-1",
+        aws_access_key_id="testing", aws_secret_access_key="testing"))
+    client.create_bucket(Bucket=bucket)
+    return S3Storage(bucket, client)
+
+
+@pytest.fixture
+def up_env() -> dict[str, str]:
+    """Environment for `videojobs up` subprocesses: embedded everything, no Redis there
+    (in-process broker), no provider settings (sandbox)."""
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("SURREALDB_", "STORAGE_", "FAL_", "S3_", "PUBLIC_"))}
+    clean["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"
+    return clean

@@ -26,7 +26,6 @@ import pytest
 import requests
 
 from app.demo.sample import car_design_png
-from tests.conftest import free_port
 from tests.test_oneprocess import EXE, Up
 
 try:
@@ -63,12 +62,6 @@ EXTRA_TEMPLATES = """\
 """
 
 
-@pytest.fixture
-def env() -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith(("SURREALDB_", "STORAGE_", "FAL_", "S3_", "PUBLIC_"))}
-    clean["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"  # none there: in-process
-    return clean
 
 
 @pytest.fixture
@@ -172,8 +165,9 @@ def _animate(page: Page, template: str, card_index: int = 0, double: bool = Fals
     button.dblclick() if double else button.click()
 
 
-def test_dashboard_end_to_end_in_chromium(tmp_path: Path, env: dict[str, str],
+def test_dashboard_end_to_end_in_chromium(tmp_path: Path, up_env: dict[str, str],
                                           browser: Browser) -> None:
+    env = up_env
     started_at = time.monotonic()
     expect.set_options(timeout=10_000)
     data = tmp_path / "data"

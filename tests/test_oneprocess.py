@@ -3,7 +3,6 @@ but loopback; plus crash recovery (kill -9 mid-job, restart, every job ends once
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -75,15 +74,11 @@ def wait_status(s: requests.Session, base: str, job_id: str, wanted: tuple[str, 
     raise AssertionError(f"job {job_id} never reached {wanted}")
 
 
-@pytest.fixture
-def env() -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith(("SURREALDB_", "STORAGE_", "FAL_", "S3_", "PUBLIC_"))}
-    clean["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"  # none there: in-process
-    return clean
 
 
-def test_up_runs_a_demo_animation_end_to_end(tmp_path: Path, env: dict[str, str]) -> None:
+def test_up_runs_a_demo_animation_end_to_end(tmp_path: Path, up_env: dict[str, str]
+                                             ) -> None:
+    env = up_env
     up = Up(tmp_path / "data", env)
     try:
         assert "demo login: demo@videojobs.local" in up.output()
@@ -130,8 +125,8 @@ def external_sandbox(tmp_path: Path) -> Iterator[str]:
 
 
 def test_kill_9_mid_job_then_restart_every_job_ends_once(
-        tmp_path: Path, env: dict[str, str], external_sandbox: str) -> None:
-    env = {**env, "FAL_KEY": "test:key", "FAL_QUEUE_URL": external_sandbox,
+        tmp_path: Path, up_env: dict[str, str], external_sandbox: str) -> None:
+    env = {**up_env, "FAL_KEY": "test:key", "FAL_QUEUE_URL": external_sandbox,
            "FAL_JWKS_URL": external_sandbox + "/.well-known/jwks.json",
            "ALLOW_PRIVATE_DOWNLOADS": "true", "STATUS_CHECK_INTERVAL": "2"}
     data = tmp_path / "data"
@@ -168,8 +163,8 @@ def test_kill_9_mid_job_then_restart_every_job_ends_once(
 
 
 def test_kill_9_while_storing_then_restart_completes_once(
-        tmp_path: Path, env: dict[str, str], external_sandbox: str) -> None:
-    env = {**env, "FAL_KEY": "test:key", "FAL_QUEUE_URL": external_sandbox,
+        tmp_path: Path, up_env: dict[str, str], external_sandbox: str) -> None:
+    env = {**up_env, "FAL_KEY": "test:key", "FAL_QUEUE_URL": external_sandbox,
            "FAL_JWKS_URL": external_sandbox + "/.well-known/jwks.json",
            "ALLOW_PRIVATE_DOWNLOADS": "true", "STATUS_CHECK_INTERVAL": "2"}
     # The first download is cut off mid-body: the job sits in `finalizing` (storing) while

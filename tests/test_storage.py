@@ -8,9 +8,8 @@ import socket
 import struct
 import time
 import tracemalloc
-import uuid
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +38,6 @@ from app.storage import (
     sniff_image_type,
 )
 
-try:
-    from tests.support.s3server import start_s3_server
-except ModuleNotFoundError:  # plain `pytest` (not `python -m pytest`): tests/ is on sys.path
-    from support.s3server import start_s3_server  # type: ignore[no-redef]
-
 MiB = 1024 * 1024
 USER = "0190a1b2c3d4e5f60718293a4b5c6d7e"
 OTHER = "0190a1b2c3d4e5f60718293a4b5c6d7f"
@@ -67,24 +61,6 @@ def s3_settings(endpoint: str, bucket: str = "videojobs-test") -> Settings:
     """Fake credentials in the client itself: nothing here can reach real AWS."""
     return Settings(s3_bucket=bucket, s3_endpoint_url=endpoint, s3_region="us-east-1",
                     aws_access_key_id="testing", aws_secret_access_key="testing")
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    url, stop = start_s3_server()
-    yield url
-    stop()
-
-
-@pytest.fixture(params=["local", "s3"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
-    if request.param == "local":
-        return LocalStorage(tmp_path / "root", "test-secret")
-    endpoint = request.getfixturevalue("s3_endpoint")
-    bucket = f"vj-{uuid.uuid4().hex[:16]}"
-    client = make_s3_client(s3_settings(endpoint, bucket))
-    client.create_bucket(Bucket=bucket)
-    return S3Storage(bucket, client)
 
 
 def leftovers(storage: Storage) -> list[str]:

@@ -12,7 +12,6 @@ import ssl
 import threading
 import time
 import tracemalloc
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,14 +22,12 @@ from urllib.parse import quote, unquote
 import pytest
 import requests
 
-from app.config import Settings
 from app.storage import (
     LocalStorage,
     S3Storage,
     Storage,
     StoredObject,
     job_video_key,
-    make_s3_client,
 )
 from workers.transfer import (
     AddressGuard,
@@ -47,11 +44,6 @@ from workers.transfer import (
     is_public_address,
     strip_query,
 )
-
-try:
-    from tests.support.s3server import start_s3_server
-except ModuleNotFoundError:  # plain `pytest` (not `python -m pytest`): tests/ is on sys.path
-    from support.s3server import start_s3_server  # type: ignore[no-redef]
 
 MiB = 1024 * 1024
 KEY = job_video_key("0190a1b2c3d4e5f60718293a4b5c6d7e", "0190a1b2c3d4e5f6a7b8c9d0e1f2a3b4")
@@ -274,26 +266,6 @@ def server() -> Iterator[VideoServer]:
 
 
 # --- storage on both backends ----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    url, stop = start_s3_server()
-    yield url
-    stop()
-
-
-@pytest.fixture(params=["local", "s3"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
-    if request.param == "local":
-        return LocalStorage(tmp_path / "root", "test-secret")
-    endpoint = request.getfixturevalue("s3_endpoint")
-    bucket = f"vj-{uuid.uuid4().hex[:16]}"
-    client = make_s3_client(Settings(
-        s3_bucket=bucket, s3_endpoint_url=endpoint, s3_region="us-east-1",
-        aws_access_key_id="testing", aws_secret_access_key="testing"))
-    client.create_bucket(Bucket=bucket)
-    return S3Storage(bucket, client)
 
 
 def leftovers(storage: Storage) -> list[str]:
