@@ -43,10 +43,11 @@ class Stack:
     """The running service: web app (test client and live server), worker, sweeper."""
 
     def __init__(self, settings: Settings, store: Store, sandbox: SandboxProvider,
-                 sweep_every: float | None) -> None:
+                 sweep_every: float | None, storage: Any = None) -> None:
         self.settings, self.store, self.sandbox = settings, store, sandbox
         self.celery = make_celery(settings)
-        self.storage = LocalStorage(Path(settings.storage_dir), settings.secret_key or "x")
+        self.storage = storage or LocalStorage(Path(settings.storage_dir),
+                                               settings.secret_key or "x")
         self.ctx = build_context(settings, self.celery, store=store, storage=self.storage)
         set_context(self.ctx)
         self.app = create_app(settings, store=store, storage=self.storage, celery=self.celery)
@@ -76,14 +77,15 @@ def make_stack(tmp_path: Path, redis_url: str, redis_client: Any, store: Store,
                ) -> Iterator[Callable[..., Stack]]:
     started: list[Any] = []
 
-    def factory(sweep_every: float | None = 0.3, **overrides: Any) -> Stack:
+    def factory(sweep_every: float | None = 0.3, storage: Any = None,
+                **overrides: Any) -> Stack:
         settings = Settings(
             secret_key="test-secret", surrealdb_url="mem://", redis_url=redis_url,
             storage_dir=str(tmp_path / "storage"), rate_limit_per_minute=0, embedded=True,
             fal_key="test:key", fal_queue_url=sandbox.queue_url, fal_jwks_url=sandbox.jwks_url,
             allow_private_downloads=True, status_check_interval=2,
         ).replace(**overrides)
-        stack = Stack(settings, store, sandbox, sweep_every)
+        stack = Stack(settings, store, sandbox, sweep_every, storage)
         worker = start_worker(stack.celery, pool="threads", concurrency=4,
                               perform_ping_check=False, loglevel="WARNING",
                               queues=["control", "transfer"])
@@ -374,3 +376,30 @@ def test_cancel_of_a_running_job_cancels_at_fal_and_refunds(
     assert job["status"] == "failed" and job["cancel_requested"] is False
     assert user.credits() == 2000
     balance_explained(stack.store, user)
+
+
+def test_happy_path_on_s3_storage(make_stack: Callable[..., Stack], s3_endpoint: str) -> None:
+    """The production storage path: the upload goes to an S3-compatible server, fal fetches
+    the start image through a presigned URL, and the video is streamed back into S3."""
+    import requests
+
+    from app.storage import S3Storage, make_s3_client
+
+    bucket = f"vj-{time.monotonic_ns()}"
+    client = make_s3_client(Settings(s3_bucket=bucket, s3_endpoint_url=s3_endpoint,
+                                     s3_region="us-east-1", aws_access_key_id="testing",
+                                     aws_secret_access_key="testing"))
+    client.create_bucket(Bucket=bucket)
+    stack = make_stack(storage=S3Storage(bucket, client))
+    user = stack.user()
+    job_id = user.start(user.upload(DESIGN)).get_json()["jobId"]
+    job = stack.wait_terminal(job_id)
+    assert job["status"] == "completed", job
+    fetches = stack.sandbox.image_fetches()
+    assert fetches and fetches[-1]["ok"] and fetches[-1]["url"].startswith(s3_endpoint)
+    body = user.client.get(f"/api/templates/video/status?jobId={job_id}").get_json()
+    assert body["url"].startswith(s3_endpoint) and "Signature" in body["url"]
+    video = requests.get(body["url"], timeout=10)
+    assert video.status_code == 200 and video.content[4:8] == b"ftyp"
+    head = client.head_object(Bucket=bucket, Key=body["key"])
+    assert head["ContentType"] == "video/mp4" and head["ContentLength"] == len(video.content)
