@@ -163,8 +163,19 @@ def owned_job(store: Store, caller: Caller, job_id: str | None,
 
 
 def job_status(store: Store, caller: Caller, job_id: str | None,
-               download_url: Callable[[str], str]) -> dict[str, Any]:
-    return jobs.status_body(owned_job(store, caller, job_id, status_only=True), download_url)
+               download_url: Callable[[str], str], cache: Any = None) -> dict[str, Any]:
+    """The status body; most polls are answered from the status cache (see
+    app/status_cache.py), the rest read the store and fill the cache."""
+    if not job_id:
+        raise ApiError(400, "jobId is required")
+    row = cache.get(job_id) if cache is not None and is_valid_id(job_id) else None
+    if row is None:
+        row = owned_job(store, caller, job_id, status_only=True)
+        if cache is not None:
+            cache.put(row)
+    elif row.get("user_id") != caller.user_id:
+        raise ApiError(404, "Job not found")
+    return jobs.status_body(row, download_url)
 
 
 def list_jobs(store: Store, caller: Caller, limit: int, cursor: str | None) -> dict[str, Any]:

@@ -46,6 +46,17 @@ def build_context(settings: Settings, celery: Any, *, store: Store | None = None
         store = Store.open(DatabaseConfig(
             settings.surrealdb_url, settings.surrealdb_namespace, settings.surrealdb_database,
             settings.surrealdb_user, settings.surrealdb_pass))
+    if store.status_cache is None:
+        from app.status_cache import StatusCache
+
+        broker = str(celery.conf.broker_url or "")
+        redis_client = None
+        if broker.startswith(("redis://", "rediss://")):
+            import redis
+
+            redis_client = redis.Redis.from_url(broker, socket_connect_timeout=0.5,
+                                                socket_timeout=0.5)
+        store.use_status_cache(StatusCache(redis_client))
     return WorkerContext(
         settings=settings, store=store, storage=storage or build_storage(settings),
         fal=FalClient(settings.fal_queue_url, settings.fal_key or "sandbox:sandbox"),

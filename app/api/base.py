@@ -47,6 +47,7 @@ class Services:
     storage: Any
     enqueuer: Any
     limiter: Any
+    status_cache: Any = None
 
 
 def services() -> Services:

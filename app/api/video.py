@@ -71,8 +71,9 @@ def start(body: dict[str, Any]) -> Response:
 def status() -> Response:
     """The job's status; cheap enough to poll every 3 s, never waits on the provider."""
     # The query string is read directly (no schema pass): this is the hottest endpoint.
-    body = videos.job_status(services().store, _caller(), request.args.get("jobId"),
-                             _download_url)
+    svc = services()
+    body = videos.job_status(svc.store, _caller(), request.args.get("jobId"), _download_url,
+                             svc.status_cache)
     resp = jsonify(body)
     resp.headers["Cache-Control"] = "no-store"
     return resp

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from app.store.connection import Database, DatabaseConfig
 from app.store.jobs import JobRepository
 from app.store.library import LibraryRepository
@@ -22,6 +24,15 @@ class Store:
         self.templates = TemplateRepository(db)
         self.library = LibraryRepository(db)
         self.tokens = TokenRepository(db)
+        self.status_cache: Any = None
+
+    def use_status_cache(self, cache: Any) -> Any:
+        """Attach a status cache once per store (every job write feeds it); returns the
+        one in use, so the web app and an in-process worker share it."""
+        if self.status_cache is None:
+            self.status_cache = cache
+            self.jobs.listeners.append(cache.put)
+        return self.status_cache
 
     @classmethod
     def open(cls, config: DatabaseConfig, *, run_migrations: bool = True) -> Store:

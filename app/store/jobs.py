@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -135,6 +136,14 @@ class JobRepository:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Called with the record after every successful write (e.g. the status cache).
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+
+    def _written(self, row: dict[str, Any] | None) -> dict[str, Any] | None:
+        if row is not None:
+            for listener in self.listeners:
+                listener(row)
+        return row
 
     def create_with_charge(self, job: NewJob) -> int:
         """Charge, ledger row, idempotency row and pending job in one transaction.
@@ -173,7 +182,7 @@ class JobRepository:
         """Only what a status answer needs: the hot path of every dashboard poll."""
         return first(self.db.query(
             "SELECT id, user_id, status, phase, queue_position, progress, result_key, credits,"
-            " error, refunded, created_at, completed_at"
+            " error, refunded, created_at, completed_at, updated_at"
             " FROM ONLY type::record('video_job', $id);", {"id": job_id})[0])
 
     def idempotency(self, user_id: str, key: str) -> dict[str, Any] | None:
@@ -214,8 +223,8 @@ class JobRepository:
             return None  # a refund row exists already: never twice
         for r in reversed(result):
             if isinstance(r, dict):
-                return first(r)
-        return self.get(job_id)
+                return self._written(first(r))
+        return self._written(self.get(job_id))
 
     def update_if(self, job_id: str, from_statuses: tuple[str, ...],
                   changes: dict[str, Any], *, phases: tuple[str, ...] | None = None,
@@ -248,7 +257,7 @@ class JobRepository:
                 params[f"c_{name}"] = value
         sql = (f"UPDATE type::record('video_job', $id) SET {', '.join(sets)}, "
                f"updated_at = time::now() WHERE {' AND '.join(conditions)} RETURN AFTER;")
-        return first(self.db.query(sql, params)[0])
+        return self._written(first(self.db.query(sql, params)[0]))
 
     def find_by_request_id(self, request_id: str) -> dict[str, Any] | None:
         return first(self.db.query(
@@ -263,10 +272,10 @@ class JobRepository:
             "ORDER BY next_check_at ASC LIMIT $n;", {"n": limit})[0] or []
         if not due:
             return []
-        return rows(self.db.query(
-            f"UPDATE $ids SET next_check_at = {now_plus(gap_seconds)} "
+        return [r for r in (self._written(x) for x in rows(self.db.query(
+            f"UPDATE $ids SET next_check_at = {now_plus(gap_seconds)}, updated_at = time::now() "
             "WHERE status = 'processing' AND next_check_at <= time::now() RETURN AFTER;",
-            {"ids": due})[0])
+            {"ids": due})[0])) if r]
 
     def due_resends(self, limit: int) -> list[dict[str, Any]]:
         """Pending jobs nobody took (a lost or never-sent message), pushed forward."""
@@ -276,7 +285,8 @@ class JobRepository:
         if not due:
             return []
         return rows(self.db.query(
-            f"UPDATE $ids SET next_check_at = {now_plus(RESEND_PENDING_SECONDS)} "
+            f"UPDATE $ids SET next_check_at = {now_plus(RESEND_PENDING_SECONDS)}, "
+            "updated_at = time::now() "
             "WHERE status = 'pending' AND phase = 'queued' AND next_check_at <= time::now() "
             "RETURN AFTER;", {"ids": due})[0])
 
@@ -290,7 +300,8 @@ class JobRepository:
         if not due:
             return []
         return rows(self.db.query(
-            f"UPDATE $ids SET lease_owner = NONE, lease_until = {now_plus(grace_seconds)} "
+            f"UPDATE $ids SET lease_owner = NONE, lease_until = {now_plus(grace_seconds)}, "
+            "updated_at = time::now() "
             "WHERE status = 'processing' AND phase = 'finalizing' AND lease_until < time::now() "
             "RETURN AFTER;", {"ids": due})[0])
 
@@ -312,5 +323,6 @@ class JobRepository:
             "AND fal_cancel_url != NONE LIMIT $n;", {"n": limit})[0])
 
     def clear_cancel_request(self, job_id: str) -> None:
-        self.db.query("UPDATE type::record('video_job', $id) SET cancel_requested = false, "
-                      "updated_at = time::now();", {"id": job_id})
+        self._written(first(self.db.query(
+            "UPDATE type::record('video_job', $id) SET cancel_requested = false, "
+            "updated_at = time::now() RETURN AFTER;", {"id": job_id})[0]))
