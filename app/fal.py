@@ -312,6 +312,8 @@ def _refusal(response: requests.Response, *, what: str) -> FalPermanent:
 
 def _build_session(pool_maxsize: int) -> requests.Session:
     session = requests.Session()
+    # No proxy/netrc lookups from the environment on every call (~10 % of a status check).
+    session.trust_env = False
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_maxsize, max_retries=0)
     session.mount("https://", adapter)
     session.mount("http://", adapter)

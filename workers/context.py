@@ -23,6 +23,7 @@ class WorkerContext:
     fal: Any  # app.fal.FalClient
     enqueuer: Enqueuer
     owner: str  # this process's lease-owner name
+    last_housekeeping: float = 0.0  # monotonic time of the sweep's last full scan
 
     def close(self) -> None:
         self.store.close()
