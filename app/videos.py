@@ -69,9 +69,9 @@ def check_idempotency_key(key: str | None) -> str | None:
     return key
 
 
-def _replay(store: Store, caller: Caller, key: str, digest: str) -> Started | None:
-    """The first response for a retried request; 409 if the key came with another body."""
-    record = store.jobs.idempotency(caller.user_id, key)
+def _replay(store: Store, record: Mapping[str, Any] | None, digest: str) -> Started | None:
+    """The first response for a retried request (None if the key is new); 409 if the key
+    came with another body."""
     if record is None:
         return None
     if record["request_hash"] != digest:
@@ -94,12 +94,11 @@ def start_video(store: Store, enqueuer: Enqueuer, caller: Caller, body: Mapping[
     """Validate, charge and record a job in one transaction, then enqueue its submit."""
     key = check_idempotency_key(idempotency_key)
     digest = request_hash(body)
-    if key is not None:
-        earlier = store.jobs.idempotency(caller.user_id, key)
-        if earlier is not None and earlier["request_hash"] == digest:
-            replay = _replay(store, caller, key, digest)
-            assert replay is not None
-            return replay
+    earlier = store.jobs.idempotency(caller.user_id, key) if key is not None else None
+    if earlier is not None and earlier["request_hash"] == digest:
+        replay = _replay(store, earlier, digest)
+        assert replay is not None
+        return replay
 
     template = load_template(store, body["templateSlug"])
     duration = body["duration"]
@@ -120,8 +119,8 @@ def start_video(store: Store, enqueuer: Enqueuer, caller: Caller, body: Mapping[
     if item is None or item.get("user_id") != caller.user_id or item.get("kind") != "image":
         raise ApiError(404, "Start image not found")
 
-    if key is not None:
-        _replay(store, caller, key, digest)  # 409 when reused with another body
+    if earlier is not None:  # the same key came earlier with another body
+        raise ApiError(409, "IDEMPOTENCY_KEY_REUSED")
 
     prompt, negative_prompt = render_inputs(template, variables)
     credits = int(template.durations[duration])
@@ -137,7 +136,8 @@ def start_video(store: Store, enqueuer: Enqueuer, caller: Caller, body: Mapping[
         raise ApiError(402, "INSUFFICIENT_CREDITS") from None
     except IdempotencyKeyTaken:
         assert key is not None
-        replay = _replay(store, caller, key, digest)  # a concurrent twin won: answer as it did
+        # A concurrent twin won: answer as it did.
+        replay = _replay(store, store.jobs.idempotency(caller.user_id, key), digest)
         if replay is None:
             raise ApiError(409, "IDEMPOTENCY_KEY_REUSED") from None
         return replay
