@@ -156,9 +156,9 @@ def main() -> int:
 
 def _tiny_png() -> bytes:
     sys.path.insert(0, str(ROOT))
-    from tests.conftest import make_png
+    from app.demo.sample import solid_png
 
-    return make_png(64, 64)
+    return solid_png(64, 64)
 
 
 if __name__ == "__main__":

@@ -80,17 +80,9 @@ def free_port() -> int:
 
 def tiny_png(width: int = 16, height: int = 9) -> bytes:
     """A valid solid-colour PNG (the start image every job points at)."""
-    import struct
-    import zlib
+    from app.demo.sample import solid_png
 
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-
-    raw = b"".join(b"\x00" + b"\xd0\x40\x20" * width for _ in range(height))
-    return (b"\x89PNG\r\n\x1a\n"
-            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return solid_png(width, height)
 
 
 class Events:

@@ -20,6 +20,7 @@ import redis as redis_lib
 
 from app import create_app
 from app.config import Settings
+from app.demo.sample import solid_png
 from app.passwords import hash_password
 from app.store import DatabaseConfig, Store
 from app.video_templates import load_template_file
@@ -108,17 +109,7 @@ def client(app: Any) -> Any:
 
 def make_png(width: int = 8, height: int = 8) -> bytes:
     """A real, valid PNG (solid colour) without any imaging library."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-
-    raw = b"".join(b"\x00" + b"\xd0\x40\x20" * width for _ in range(height))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2,
-                                                             0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return solid_png(width, height)
 
 
 class UserSession:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import socket
-import struct
 import time
 import tracemalloc
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from flask import Flask
 
 from app.api.files import bp as files_bp
 from app.config import Settings
+from app.demo.sample import solid_png as make_png
 from app.storage import (
     EXTENSIONS,
     MULTIPART_BYTES,
@@ -43,18 +42,6 @@ USER = "0190a1b2c3d4e5f60718293a4b5c6d7e"
 OTHER = "0190a1b2c3d4e5f60718293a4b5c6d7f"
 _PATTERN = bytes(range(251))  # a prime period: misplaced or dropped chunks change the bytes
 _POOL = _PATTERN * (MULTIPART_BYTES // len(_PATTERN) + 2)
-
-
-def make_png(width: int = 8, height: int = 8) -> bytes:
-    """A real, valid PNG without any imaging library."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-
-    raw = b"".join(b"\x00" + b"\xd0\x40\x20" * width for _ in range(height))
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
-            + chunk(b"IEND", b""))
 
 
 def s3_settings(endpoint: str, bucket: str = "videojobs-test") -> Settings:

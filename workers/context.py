@@ -6,7 +6,7 @@ import os
 import socket
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from app.config import Settings
@@ -24,6 +24,7 @@ class WorkerContext:
     enqueuer: Enqueuer
     owner: str  # this process's lease-owner name
     last_housekeeping: float = 0.0  # monotonic time of the sweep's last full scan
+    pid: int = field(default_factory=os.getpid)  # the process it was built in
 
     def close(self) -> None:
         self.store.close()
@@ -74,9 +75,9 @@ def set_context(context: WorkerContext | None) -> None:
 def get_context() -> WorkerContext:
     """The process's context, built from the environment on first use (after fork)."""
     global _context
-    if _context is None or _context.owner.split("-")[-2] != str(os.getpid()):
+    if _context is None or _context.pid != os.getpid():
         with _lock:
-            if _context is None or _context.owner.split("-")[-2] != str(os.getpid()):
+            if _context is None or _context.pid != os.getpid():
                 from workers.celery_app import get_celery
 
                 _context = build_context(Settings.from_env(), get_celery())

@@ -1,4 +1,5 @@
-"""A sample car design drawn in pure Python, so the demo needs no image files or libraries."""
+"""PNG images made in pure Python (a sample car design, solid test images), so the demo,
+the sandbox and the tests need no image files or imaging libraries."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import struct
 import zlib
 
 
-def _png(width: int, height: int, pixels: bytearray) -> bytes:
+def encode_png(width: int, height: int, pixels: bytes | bytearray) -> bytes:
+    """An 8-bit RGB PNG from `width * height * 3` bytes of pixels."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return (struct.pack(">I", len(data)) + kind + data
                 + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
@@ -54,4 +57,10 @@ def car_design_png(width: int = 640, height: int = 360) -> bytes:
     for cx in (int(width * 0.3), int(width * 0.7)):  # wheels
         disc(cx, body_bottom, int(height * 0.09), (20, 20, 20))
         disc(cx, body_bottom, int(height * 0.045), (160, 160, 170))
-    return _png(width, height, px)
+    return encode_png(width, height, px)
+
+
+def solid_png(width: int = 8, height: int = 8, rgb: tuple[int, int, int] = (208, 64, 32)
+              ) -> bytes:
+    """A valid one-colour PNG (small test and benchmark images)."""
+    return encode_png(width, height, bytes(rgb) * (width * height))

@@ -6,13 +6,13 @@ import base64
 import binascii
 import functools
 import re
-import struct
 import subprocess
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+
+from app.demo.sample import encode_png
 
 _SIZE = re.compile(r"Stream #[^\n]*?Video: (\w+)[^\n]*?\b(\d{2,5})x(\d{2,5})\b")
 _DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
@@ -136,18 +136,10 @@ def render_clip(image: bytes, out_path: Path, *, seconds: float, width: int = 32
 
 
 def make_png(width: int = 320, height: int = 180) -> bytes:
-    """A real RGB gradient PNG built with zlib alone (a start image needing no imaging library)."""
-    rows = bytearray()
+    """A real RGB gradient PNG (a start image needing no imaging library)."""
+    pixels = bytearray()
     for y in range(height):
-        rows.append(0)  # filter type None
         for x in range(width):
-            rows += bytes(((x * 255) // max(1, width - 1), (y * 255) // max(1, height - 1),
-                           128 + ((x // 16 + y // 16) % 2) * 96))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(bytes(rows), 6)) + chunk(b"IEND", b""))
+            pixels += bytes(((x * 255) // max(1, width - 1), (y * 255) // max(1, height - 1),
+                             128 + ((x // 16 + y // 16) % 2) * 96))
+    return encode_png(width, height, pixels)
