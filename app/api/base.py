@@ -10,9 +10,11 @@ from typing import Any, NoReturn, TypeVar, cast
 
 from flask import current_app, g, request
 from flask_smorest import Blueprint as SmorestBlueprint
-from webargs.flaskparser import FlaskParser
+from webargs import core as webargs_core
+from webargs.flaskparser import FlaskParser, is_json_request
 
-from app.api.errors import ApiError, flatten_messages
+from app.api.bodies import MAX_JSON_BYTES, parse_json
+from app.api.errors import ApiError, flatten_messages, validation_error
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,6 +30,15 @@ class _Parser(FlaskParser):
             if location in ("json", "query", "form", "files", "headers"):
                 messages = inner
         raise ApiError(400, "VALIDATION_ERROR", flatten_messages(messages))
+
+    def _raw_load_json(self, req: Any) -> Any:
+        """Bodies go through `parse_json` (size, depth, string limits), never bare json."""
+        if not is_json_request(req):
+            return webargs_core.missing
+        if (req.content_length or 0) > MAX_JSON_BYTES:
+            raise validation_error({"_body": [f"Body is larger than {MAX_JSON_BYTES} bytes."]})
+        raw = req.get_data(cache=True)
+        return parse_json(raw) if raw else webargs_core.missing
 
     def _handle_invalid_json_error(self, error: Any, req: Any, *args: Any,
                                    **kwargs: Any) -> NoReturn:
