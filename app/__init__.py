@@ -85,13 +85,14 @@ def register_services(app: Flask, settings: Settings, store: Any, storage: Any, 
 
         redis_client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=0.5,
                                             socket_timeout=0.5)
+    from app.sessions import SessionVersions
     from app.status_cache import StatusCache
 
     status_cache = store.use_status_cache(StatusCache(redis_client))
     app.extensions["videojobs"] = Services(
         settings=settings, store=store, storage=storage, enqueuer=Enqueuer(celery),
         limiter=RateLimiter(settings.rate_limit_per_minute, redis_client),
-        status_cache=status_cache)
+        status_cache=status_cache, sessions=SessionVersions(store, redis_client))
     app.extensions["videojobs.storage"] = storage
 
 

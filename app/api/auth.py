@@ -50,10 +50,12 @@ def resolve_principal() -> Principal | None:
     token = _bearer_token()
     if token is not None:
         return _principal_for_token(token)
-    uid, email = session.get("uid"), session.get("email")
-    if isinstance(uid, str) and isinstance(email, str):
-        return Principal(uid, email, "session")
-    return None
+    uid, email, version = session.get("uid"), session.get("email"), session.get("sv", 0)
+    if not (isinstance(uid, str) and isinstance(email, str) and isinstance(version, int)):
+        return None
+    if services().sessions.current(uid) != version:  # logged out, new password, or gone
+        return None
+    return Principal(uid, email, "session")
 
 
 def _origin_of(url: str) -> str | None:
@@ -111,13 +113,17 @@ def login(body: dict[str, str]) -> Response:
     session.permanent = True
     session["uid"] = user["id"]
     session["email"] = user["email"]
+    session["sv"] = int(user.get("session_version") or 0)
     return jsonify({"email": user["email"], "credits": user["credits"]})
 
 
 @bp.route("/auth/logout", methods=["POST"])
 @bp.response(204)
 def logout() -> Response:
-    """Forget the session cookie."""
+    """End the session: this cookie and every copy of it (all of the user's sessions)."""
+    who = resolve_principal() if _bearer_token() is None else None
+    if who is not None:
+        services().sessions.end_all(who.user_id)
     session.clear()
     return Response(status=204)
 

@@ -59,6 +59,8 @@ class Services:
     enqueuer: Any
     limiter: Any
     status_cache: Any = None
+    sessions: Any = None  # app.sessions.SessionVersions
+    login_limiter: Any = None  # app.ratelimit.LoginThrottle
 
 
 def services() -> Services:

@@ -17,6 +17,7 @@ DEFINE TABLE IF NOT EXISTS user SCHEMAFULL;
 DEFINE FIELD OVERWRITE email ON user TYPE string;
 DEFINE FIELD OVERWRITE password_hash ON user TYPE option<string>;
 DEFINE FIELD OVERWRITE credits ON user TYPE int ASSERT $value >= 0;
+DEFINE FIELD OVERWRITE session_version ON user TYPE option<int>;
 DEFINE FIELD OVERWRITE created_at ON user TYPE datetime DEFAULT time::now();
 DEFINE FIELD OVERWRITE updated_at ON user TYPE datetime DEFAULT time::now();
 DEFINE INDEX IF NOT EXISTS user_email ON user FIELDS email UNIQUE;
