@@ -66,7 +66,7 @@ def register_services(app: Flask, settings: Settings, store: Any, storage: Any, 
                       redis_client: Any) -> None:
     from app.api.base import Services
     from app.queue import Enqueuer, make_producer
-    from app.ratelimit import RateLimiter
+    from app.ratelimit import LoginThrottle, RateLimiter
     from app.storage import build_storage
     from app.store import DatabaseConfig, Store
 
@@ -92,7 +92,9 @@ def register_services(app: Flask, settings: Settings, store: Any, storage: Any, 
     app.extensions["videojobs"] = Services(
         settings=settings, store=store, storage=storage, enqueuer=Enqueuer(celery),
         limiter=RateLimiter(settings.rate_limit_per_minute, redis_client),
-        status_cache=status_cache, sessions=SessionVersions(store, redis_client))
+        status_cache=status_cache, sessions=SessionVersions(store, redis_client),
+        login_limiter=LoginThrottle(settings.login_limit_per_account,
+                                    settings.login_limit_per_address, redis_client))
     app.extensions["videojobs.storage"] = storage
 
 

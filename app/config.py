@@ -20,6 +20,10 @@
 | MAX_UPLOAD_BYTES | 20971520 |
 | MAX_VIDEO_BYTES | 524288000 |
 | ALLOW_PRIVATE_DOWNLOADS | false |
+| LOGIN_LIMIT_PER_ACCOUNT / LOGIN_LIMIT_PER_ADDRESS | 10 / 100 sign-in attempts per 5 minutes |
+| MAX_IMAGE_PIXELS | 40000000 |
+| TRUSTED_PROXY_COUNT | 0 (X-Forwarded-* headers ignored) |
+| METRICS_TOKEN | none (/metrics answers 404) |
 | PORT | 8000 |
 """
 
@@ -100,6 +104,11 @@ class Settings:
     max_video_bytes: int = 500 * 1024 * 1024
     allow_private_downloads: bool = False
     port: int = 8000
+    login_limit_per_account: int = 10
+    login_limit_per_address: int = 100
+    max_image_pixels: int = 40_000_000
+    trusted_proxy_count: int = 0
+    metrics_token: str | None = field(default=None, repr=False)
     # Not in SPEC's table: the embedded one-process mode (`videojobs up`, tests) may run
     # without SECRET_KEY; everything else must have it.
     embedded: bool = False
@@ -147,6 +156,11 @@ class Settings:
             max_video_bytes=_int(env, "MAX_VIDEO_BYTES", 500 * 1024 * 1024, minimum=1),
             allow_private_downloads=_bool(env, "ALLOW_PRIVATE_DOWNLOADS", False),
             port=_int(env, "PORT", 8000, minimum=1),
+            login_limit_per_account=_int(env, "LOGIN_LIMIT_PER_ACCOUNT", 10),
+            login_limit_per_address=_int(env, "LOGIN_LIMIT_PER_ADDRESS", 100),
+            max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", 40_000_000, minimum=1),
+            trusted_proxy_count=_int(env, "TRUSTED_PROXY_COUNT", 0),
+            metrics_token=_str(env, "METRICS_TOKEN"),
             embedded=embedded,
         )
         settings.check()

@@ -102,9 +102,15 @@ def _account(user_id: str) -> dict[str, Any]:
 @bp.arguments(LoginSchema)
 @bp.response(200, AccountSchema)
 @bp.alt_response(401, schema=ApiErrorSchema, description="INVALID_CREDENTIALS")
+@bp.alt_response(429, schema=ApiErrorSchema, description="RATE_LIMITED",
+                 headers={"Retry-After": {"schema": {"type": "integer"}}})
 def login(body: dict[str, str]) -> Response:
-    """Sign in; sets the HttpOnly session cookie."""
+    """Sign in; sets the HttpOnly session cookie. Attempts are throttled per account and
+    per client address (429 RATE_LIMITED with Retry-After)."""
     email = body["email"].strip().lower()
+    verdict = services().login_limiter.hit(email, request.remote_addr)
+    if not verdict.allowed:
+        raise ApiError(429, "RATE_LIMITED", headers={"Retry-After": str(verdict.retry_after)})
     user = services().store.users.get_by_email(email)
     if not verify_password(user["password_hash"] if user else None, body["password"]):
         raise ApiError(401, "INVALID_CREDENTIALS")
