@@ -55,7 +55,7 @@ def library_upload() -> tuple[Response, int]:
     upload = request.files.get("file")
     body = library.upload_image(svc.store, svc.storage, principal().user_id,
                                 upload.stream if upload else None,
-                                svc.settings.max_upload_bytes)
+                                svc.settings.max_upload_bytes, svc.settings.max_image_pixels)
     return jsonify(body), 201
 
 
