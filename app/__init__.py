@@ -11,7 +11,6 @@ from typing import Any
 
 from flask import Flask, g, request
 from flask.sessions import SecureCookieSessionInterface
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.config import Settings
 
@@ -59,7 +58,9 @@ def register_config(app: Flask, settings: Settings) -> None:
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.session_interface = _SessionInterface()
-    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
+    from app.api.security import register_security
+
+    register_security(app, settings)
 
 
 def register_services(app: Flask, settings: Settings, store: Any, storage: Any, celery: Any,

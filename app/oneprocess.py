@@ -16,12 +16,21 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from werkzeug.serving import WSGIRequestHandler
+
 from app.config import Settings
 
 log = logging.getLogger(__name__)
 
 DEMO_EMAIL = "demo@videojobs.local"
 DEMO_CREDITS = 5000
+
+
+class QuietVersionHandler(WSGIRequestHandler):
+    """Werkzeug's handler without the `Server: Werkzeug/x Python/y` version banner."""
+
+    def version_string(self) -> str:
+        return "videojobs"
 
 
 def _redis_reachable(url: str) -> bool:
@@ -107,7 +116,7 @@ def run_all_in_one(host: str = "127.0.0.1", port: int | None = None,
     set_context(ctx)
     app = create_app(settings, store=store, storage=storage, celery=celery,
                      redis_client=None if broker != "memory://" else False)
-    server = make_server(host, port, app, threaded=True)
+    server = make_server(host, port, app, threaded=True, request_handler=QuietVersionHandler)
     stop = stop or threading.Event()
 
     def sweeper() -> None:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import pytest
 import requests
@@ -90,7 +91,7 @@ def test_up_runs_a_demo_animation_end_to_end(tmp_path: Path, up_env: dict[str, s
         assert started.status_code == 200
         body = wait_status(s, up.base, started.json()["jobId"], ("completed", "failed"))
         assert body["status"] == "completed", body
-        video = s.get(body["url"], timeout=10)
+        video = s.get(urljoin(up.base, body["url"]), timeout=10)
         assert video.status_code == 200 and video.content[4:8] == b"ftyp"
         assert s.get(up.base + "/api/me").json()["credits"] == 4500
 

@@ -123,7 +123,7 @@ def rate_limited(view: F) -> F:
 
 
 def absolute_url(url: str) -> str:
-    """Local storage hands out path-only links; clients want absolute ones."""
-    if url.startswith("/"):
-        return request.host_url.rstrip("/") + url
-    return url
+    """Links from PUBLIC_BASE_URL (or relative), never from the request's Host header."""
+    from app.api.security import public_url
+
+    return public_url(services().settings, url)
