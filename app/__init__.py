@@ -105,8 +105,17 @@ def register_api(app: Flask, settings: Settings) -> None:
     from app import dashboard
     from app.api import auth, docs, files, health, library, templates, video, webhooks
     from app.api.errors import register_error_handlers
+    from app.api.schemas import ApiErrorSchema
 
-    api = Api(app)
+    class _Api(Api):  # type: ignore[misc]
+        # Errors documented per operation in our one shape, no catch-all "default".
+        ERROR_SCHEMA = ApiErrorSchema
+        DEFAULT_ERROR_RESPONSE_NAME = None
+
+    api = _Api(app)
+    from app.api.schemas import DurationField
+
+    api.register_field(DurationField, None, None)  # documented as string-or-integer
     for blueprint in (auth.bp, templates.bp, video.bp, library.bp):
         api.register_blueprint(blueprint)
     app.register_blueprint(health.bp)

@@ -11,7 +11,7 @@ from flask import Flask, Response, jsonify, request, session
 
 from app.api.base import Blueprint, Principal, principal, require_auth, require_json, services
 from app.api.errors import ApiError
-from app.api.schemas import AccountSchema, ApiErrorSchema, LoginSchema
+from app.api.schemas import AccountSchema, LoginSchema
 from app.passwords import verify_password
 
 bp = Blueprint("auth", __name__, url_prefix="/api", description="Sign in and the caller's account")
@@ -101,9 +101,7 @@ def _account(user_id: str) -> dict[str, Any]:
 @require_json
 @bp.arguments(LoginSchema)
 @bp.response(200, AccountSchema)
-@bp.alt_response(401, schema=ApiErrorSchema, description="INVALID_CREDENTIALS")
-@bp.alt_response(429, schema=ApiErrorSchema, description="RATE_LIMITED",
-                 headers={"Retry-After": {"schema": {"type": "integer"}}})
+@bp.errors(400, 401, 403, 415, 429, 503, _401="INVALID_CREDENTIALS")
 def login(body: dict[str, str]) -> Response:
     """Sign in; sets the HttpOnly session cookie. Attempts are throttled per account and
     per client address (429 RATE_LIMITED with Retry-After)."""
@@ -125,6 +123,7 @@ def login(body: dict[str, str]) -> Response:
 
 @bp.route("/auth/logout", methods=["POST"])
 @bp.response(204)
+@bp.errors(403, 503)
 def logout() -> Response:
     """End the session: this cookie and every copy of it (all of the user's sessions)."""
     who = resolve_principal() if _bearer_token() is None else None
@@ -137,7 +136,7 @@ def logout() -> Response:
 @bp.route("/me", methods=["GET"])
 @require_auth
 @bp.response(200, AccountSchema)
-@bp.alt_response(401, schema=ApiErrorSchema)
+@bp.errors(401, 503)
 def me() -> Response:
     """The caller's email and credit balance."""
     return jsonify(_account(principal().user_id))

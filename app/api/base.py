@@ -45,8 +45,40 @@ class _Parser(FlaskParser):
         raise ApiError(400, "VALIDATION_ERROR", {"_body": ["Invalid JSON."]})
 
 
+_ERRORS = {
+    400: "VALIDATION_ERROR (details per field)",
+    401: "UNAUTHORIZED (or INVALID_CREDENTIALS at login)",
+    402: "INSUFFICIENT_CREDITS",
+    403: "CSRF_REJECTED: a cookie-authenticated write from another origin",
+    404: "Not found",
+    409: "Conflict",
+    413: "FILE_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "RATE_LIMITED",
+    503: "SERVICE_UNAVAILABLE: the job store is unreachable",
+}
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying",
+                                "schema": {"type": "integer"}}}
+
+
 class Blueprint(SmorestBlueprint):
     ARGUMENTS_PARSER = _Parser()
+    ARGUMENTS_PARSER.DEFAULT_VALIDATION_STATUS = 400
+
+    def errors(self, *statuses: int, **descriptions: str) -> Callable[[F], F]:
+        """Declare the error answers an operation can give, all in the one error shape
+        (`{"error", "details"?, "message"?}`); `descriptions` override by `_<status>`."""
+        from app.api.schemas import ApiErrorSchema
+
+        def decorator(view: F) -> F:
+            for status in statuses:
+                text = descriptions.get(f"_{status}", _ERRORS[status])
+                view = self.alt_response(
+                    status, schema=ApiErrorSchema, description=text,
+                    headers=_RETRY_AFTER if status in (429, 503) else None)(view)
+            return view
+
+        return decorator
 
 
 @dataclass(frozen=True)

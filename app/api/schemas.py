@@ -25,8 +25,12 @@ class DurationField(fields.String):
 
 
 class ApiErrorSchema(Schema):
+    """Every error answer: a code (or, for 404s, a short sentence), optional per-field
+    details, and optionally a sentence for people."""
+
     error = fields.String(required=True)
     details = fields.Dict(keys=fields.String(), values=fields.List(fields.String()))
+    message = fields.String()
 
 
 class LoginSchema(StrictSchema):
@@ -42,7 +46,10 @@ class AccountSchema(Schema):
 class VideoRequestSchema(StrictSchema):
     templateSlug = fields.String(required=True, validate=validate.Length(min=1, max=64))
     startKey = fields.String(required=True, validate=validate.Length(min=1, max=512))
-    duration = DurationField(load_default="5", validate=validate.Length(min=1, max=4))
+    duration = DurationField(load_default="5", validate=validate.Length(min=1, max=4),
+                             metadata={"oneOf": [
+                                 {"type": "string", "pattern": "^[0-9]{1,4}$"},
+                                 {"type": "integer", "minimum": 0, "maximum": 9999}]})
     variables = fields.Dict(keys=fields.String(validate=validate.Length(max=64)),
                             values=fields.Raw(allow_none=True), load_default=dict)
 
@@ -78,7 +85,8 @@ class JobStatusSchema(Schema):
 
 class JobListQuerySchema(Schema):
     limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
-    cursor = fields.String(load_default=None)
+    cursor = fields.String(load_default=None, metadata={
+        "description": "`nextCursor` of the previous page; any other value is a 400."})
 
 
 class JobListItemSchema(Schema):
@@ -129,7 +137,7 @@ class LibraryListSchema(Schema):
 
 
 class LibraryKeyQuerySchema(Schema):
-    key = fields.String(required=True)
+    key = fields.String(required=True, validate=validate.Length(min=1))
 
 
 class UploadSchema(Schema):

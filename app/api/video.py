@@ -17,7 +17,6 @@ from app.api.base import (
     services,
 )
 from app.api.schemas import (
-    ApiErrorSchema,
     JobIdBodySchema,
     JobListQuerySchema,
     JobListSchema,
@@ -45,13 +44,8 @@ def _download_url(key: str) -> str:
 @require_json
 @bp.arguments(VideoRequestSchema)
 @bp.response(200, VideoStartedSchema)
-@bp.alt_response(400, schema=ApiErrorSchema, description="VALIDATION_ERROR")
-@bp.alt_response(402, schema=ApiErrorSchema, description="INSUFFICIENT_CREDITS")
-@bp.alt_response(404, schema=ApiErrorSchema, description="Template / start image not found")
-@bp.alt_response(409, schema=ApiErrorSchema, description="IDEMPOTENCY_KEY_REUSED")
-@bp.alt_response(415, schema=ApiErrorSchema, description="UNSUPPORTED_MEDIA_TYPE")
-@bp.alt_response(429, schema=ApiErrorSchema, description="RATE_LIMITED")
-@bp.alt_response(503, schema=ApiErrorSchema, description="SERVICE_UNAVAILABLE")
+@bp.errors(400, 401, 402, 403, 404, 409, 415, 429, 503,
+           _404="Template not found / Start image not found", _409="IDEMPOTENCY_KEY_REUSED")
 def start(body: dict[str, Any]) -> Response:
     """Charge the template's credits, record a pending job and queue it; answers at once."""
     svc = services()
@@ -64,10 +58,9 @@ def start(body: dict[str, Any]) -> Response:
 @bp.route("/status", methods=["GET"])
 @require_auth
 @bp.doc(parameters=[{"in": "query", "name": "jobId", "required": True,
-                     "schema": {"type": "string"}}])
+                     "schema": {"type": "string", "minLength": 1}}])
 @bp.response(200, JobStatusSchema)
-@bp.alt_response(400, schema=ApiErrorSchema, description="jobId is required")
-@bp.alt_response(404, schema=ApiErrorSchema, description="Job not found")
+@bp.errors(400, 401, 404, 503, _400="jobId is required", _404="Job not found")
 def status() -> Response:
     """The job's status; cheap enough to poll every 3 s, never waits on the provider."""
     # The query string is read directly (no schema pass): this is the hottest endpoint.
@@ -83,6 +76,7 @@ def status() -> Response:
 @require_auth
 @bp.arguments(JobListQuerySchema, location="query")
 @bp.response(200, JobListSchema)
+@bp.errors(400, 401, 503)
 def job_list(query: dict[str, Any]) -> Response:
     """The caller's jobs, newest first, with a cursor for the next page."""
     return jsonify(videos.list_jobs(services().store, _caller(), query["limit"],
@@ -94,7 +88,8 @@ def job_list(query: dict[str, Any]) -> Response:
 @require_json
 @bp.arguments(JobIdBodySchema)
 @bp.response(200, JobStatusSchema)
-@bp.alt_response(409, schema=ApiErrorSchema, description="JOB_FINISHED")
+@bp.errors(400, 401, 403, 404, 409, 415, 503, _404="Job not found",
+           _409="JOB_FINISHED")
 def cancel(body: dict[str, Any]) -> Response:
     """Stop a job that has not finished: failed with `Cancelled`, credits refunded."""
     svc = services()
