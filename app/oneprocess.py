@@ -102,7 +102,10 @@ def run_all_in_one(host: str = "127.0.0.1", port: int | None = None,
                                       settings.surrealdb_database))
     sandbox = None
     if settings.fal_key is None:
-        sandbox = SandboxProvider(queue_seconds=2.0, run_seconds=6.0, render=True)
+        # Its port and accepted requests live in the data directory, so the status URLs
+        # stored in jobs still answer after a crash and restart.
+        sandbox = SandboxProvider(queue_seconds=2.0, run_seconds=6.0, render=True,
+                                  state_dir=base / "sandbox")
         sandbox.start()
         # The sandbox serves its videos from loopback, so downloads from it are allowed.
         settings = settings.replace(fal_queue_url=sandbox.queue_url,

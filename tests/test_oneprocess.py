@@ -205,3 +205,41 @@ def test_kill_9_while_storing_then_restart_completes_once(
         assert [v["job_id"] for v in videos] == [job_id]
     finally:
         store.close()
+
+
+def test_kill_9_with_the_bundled_sandbox_then_restart_every_job_completes(
+        tmp_path: Path, up_env: dict[str, str]) -> None:
+    """The sandbox inside `videojobs up` dies with it: it must come back on the same port
+    with the requests it had accepted, or the stored status URLs are dead."""
+    env = {**up_env, "STATUS_CHECK_INTERVAL": "2"}
+    data = tmp_path / "data"
+    up = Up(data, env)
+    s = up.session()
+    key = s.get(up.base + "/api/library").json()["items"][0]["key"]
+    job_ids = [s.post(up.base + "/api/templates/video", json={
+        "templateSlug": "night-life-roller", "startKey": key}).json()["jobId"]
+        for _ in range(5)]
+    for job_id in job_ids:
+        wait_status(s, up.base, job_id, ("processing",), timeout=60)
+    port = int((data / "sandbox" / "port").read_text())
+    up.stop(signal.SIGKILL)  # while the sandbox is generating
+    assert len(list((data / "sandbox" / "requests").glob("*.json"))) == 5
+
+    up = Up(data, env)
+    try:
+        assert int((data / "sandbox" / "port").read_text()) == port
+        s = up.session()
+        finals = [wait_status(s, up.base, j, ("completed", "failed"), timeout=120)
+                  for j in job_ids]
+        assert [f["status"] for f in finals] == ["completed"] * 5, finals
+        video = s.get(urljoin(up.base, finals[0]["url"]), timeout=10)
+        assert video.status_code == 200 and video.content[4:8] == b"ftyp"
+    finally:
+        up.stop()
+    store = Store.open(DatabaseConfig(f"surrealkv://{data / 'db'}"))
+    try:
+        user = store.users.get_by_email("demo@videojobs.local")
+        assert user is not None
+        assert store.ledger.sum_for_user(user["id"]) == user["credits"] == 5000 - 5 * 500
+    finally:
+        store.close()
