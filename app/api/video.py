@@ -44,6 +44,11 @@ def _download_url(key: str) -> str:
 @require_json
 @bp.arguments(VideoRequestSchema)
 @bp.response(200, VideoStartedSchema)
+@bp.doc(parameters=[{"in": "header", "name": "Idempotency-Key", "required": False,
+                     "description": "A retry with the same key and body returns the first "
+                                    "response and charges nothing more (24 h).",
+                     "schema": {"type": "string", "minLength": 1, "maxLength": 255,
+                                "pattern": "\\S"}}])
 @bp.errors(400, 401, 402, 403, 404, 409, 415, 429, 503,
            _404="Template not found / Start image not found", _409="IDEMPOTENCY_KEY_REUSED")
 def start(body: dict[str, Any]) -> Response:
