@@ -86,12 +86,15 @@ def register_services(app: Flask, settings: Settings, store: Any, storage: Any, 
         redis_client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=0.5,
                                             socket_timeout=0.5)
     from app.status_cache import StatusCache
+    from app.webhook_secrets import SecretBox
 
     status_cache = store.use_status_cache(StatusCache(redis_client))
+    enqueuer = Enqueuer(celery)
+    store.on_new_delivery(enqueuer.deliver)  # failures and cancels end in the API too
     app.extensions["videojobs"] = Services(
-        settings=settings, store=store, storage=storage, enqueuer=Enqueuer(celery),
+        settings=settings, store=store, storage=storage, enqueuer=enqueuer,
         limiter=RateLimiter(settings.rate_limit_per_minute, redis_client),
-        status_cache=status_cache)
+        status_cache=status_cache, secret_box=SecretBox(app.config["SECRET_KEY"]))
     app.extensions["videojobs.storage"] = storage
 
 
@@ -99,11 +102,11 @@ def register_api(app: Flask, settings: Settings) -> None:
     from flask_smorest import Api
 
     from app import dashboard
-    from app.api import auth, docs, files, health, library, templates, video, webhooks
+    from app.api import auth, docs, files, health, library, outbound, templates, video, webhooks
     from app.api.errors import register_error_handlers
 
     api = Api(app)
-    for blueprint in (auth.bp, templates.bp, video.bp, library.bp):
+    for blueprint in (auth.bp, templates.bp, video.bp, library.bp, outbound.bp):
         api.register_blueprint(blueprint)
     app.register_blueprint(health.bp)
     app.register_blueprint(files.bp)

@@ -48,6 +48,7 @@ class Services:
     enqueuer: Any
     limiter: Any
     status_cache: Any = None
+    secret_box: Any = None
 
 
 def services() -> Services:
