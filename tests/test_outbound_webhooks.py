@@ -375,7 +375,8 @@ def test_redirect_is_not_followed(make_stack: Callable[..., Stack], receiver: Re
     assert record["lastStatus"] == 302 and "not followed" in record["lastError"]
     assert record["nextAttemptAt"] is None
     assert receiver.at("/elsewhere") == []
-    assert stack.store.jobs.get(job_id)["status"] == "completed"  # its job is untouched
+    job = stack.store.jobs.get(job_id)
+    assert job is not None and job["status"] == "completed"  # its job is untouched
 
 
 def test_private_address_refused_at_delivery(make_stack: Callable[..., Stack],

@@ -55,7 +55,7 @@ class Receiver:
                         self.send_response(302)
                         self.send_header("Location", str(action[1]))
                     else:
-                        self.send_response(int(action))
+                        self.send_response(action if isinstance(action, int) else 200)
                     self.send_header("Content-Length", "2")
                     self.end_headers()
                     self.wfile.write(b"ok")
