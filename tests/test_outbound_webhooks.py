@@ -535,3 +535,27 @@ def test_kill_9_between_status_change_and_delivery(tmp_path: Path, up_env: dict[
         assert record["state"] == "delivered", record
     finally:
         again.stop()
+
+
+def test_readme_receiver_example_accepts_our_deliveries(monkeypatch: Any,
+                                                        capsys: Any) -> None:
+    """The README's receiver, run as written, accepts what we sign and refuses forgeries."""
+    from workers.webhook_delivery import sign
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("A receiver in a few lines of Python", 1)[1]
+    code = block.split("```python\n", 1)[1].split("```", 1)[0]
+    secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
+    monkeypatch.setenv("VIDEOJOBS_WEBHOOK_SECRET", secret)
+    scope: dict[str, Any] = {"__name__": "readme_receiver"}
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102
+    client = scope["app"].test_client()
+    payload = '{"type":"video.completed","timestamp":"2026-01-01T00:00:00Z",' \
+              '"data":{"jobId":"j1","status":"completed","url":"https://x/v.mp4"}}'
+    headers = {**sign(secret, "j1_completed", payload), "Content-Type": "application/json"}
+    assert client.post("/hooks/videojobs", data=payload, headers=headers).status_code == 204
+    assert client.post("/hooks/videojobs", data=payload, headers=headers).status_code == 204
+    assert capsys.readouterr().out == "video.completed j1 https://x/v.mp4\n"  # once
+    forged = {**headers, "webhook-signature": sign("whsec_" + base64.b64encode(
+        b"z" * 32).decode(), "j1_completed", payload)["webhook-signature"]}
+    assert client.post("/hooks/videojobs", data=payload, headers=forged).status_code == 400
