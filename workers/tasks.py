@@ -35,8 +35,9 @@ def cancel(job_id: str) -> None:
     pipeline.cancel_at_provider(get_context(), job_id)
 
 
-@shared_task(name=DELIVER_WEBHOOK_TASK, time_limit=60, **_STORE_RETRY)
+@shared_task(name=DELIVER_WEBHOOK_TASK, time_limit=60)
 def deliver_webhook(delivery_id: str) -> None:
+    # No task-level retry: the outbox row is the schedule, and the sweeper re-sends it.
     webhook_delivery.deliver(get_context(), delivery_id)
 
 

@@ -16,8 +16,11 @@ sweeper from the row; the receiver drops repeats by `webhook-id`, the same on ev
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
+import threading
 import time
 from datetime import UTC, datetime
 from math import floor
@@ -81,20 +84,40 @@ def _secret(ctx: WorkerContext, user_id: str) -> str | None:
     return outbound.signing_secret(ctx.store, box, user_id)
 
 
+def _shutdown(sock: Any) -> None:
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
 def _post(url: str, payload: bytes, headers: dict[str, str], guard: AddressGuard
           ) -> tuple[int | None, str | None]:
-    """(status, error): one POST through the pinned adapter, no redirects, capped read."""
+    """(status, error): one POST through the pinned adapter, no redirects, capped read.
+
+    The answer's status must come within TIMEOUT_SECONDS of the start; reading (at most
+    MAX_RESPONSE_BYTES of) its body is cut off at that deadline by a watchdog.
+    """
     check_url_with(url, guard)
     adapter = GuardedAdapter(guard)
+    started = time.monotonic()
     try:
         request = requests.Request("POST", url, data=payload, headers=headers).prepare()
         resp = adapter.send(request, stream=True, timeout=(CONNECT_TIMEOUT_SECONDS,
                                                            TIMEOUT_SECONDS), proxies=None)
+        left = TIMEOUT_SECONDS - (time.monotonic() - started)
+        sock = getattr(getattr(resp.raw, "connection", None), "sock", None)
+        watchdog = threading.Timer(max(0.0, left), _shutdown, (sock,)) \
+            if isinstance(sock, socket.socket) else None
         try:
-            resp.raw.read(MAX_RESPONSE_BYTES, decode_content=False)
-        except Exception:  # noqa: BLE001  the answer's body does not matter, its status does
-            pass
+            if left <= 0:
+                return None, f"No answer within {TIMEOUT_SECONDS:g} s"
+            if watchdog is not None:
+                watchdog.daemon = True
+                watchdog.start()
+            with contextlib.suppress(Exception):  # its status matters, not its body
+                resp.raw.read(MAX_RESPONSE_BYTES, decode_content=False)
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
             resp.close()
     except requests.exceptions.ConnectTimeout:
         return None, "Connection timed out"
