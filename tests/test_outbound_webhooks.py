@@ -229,6 +229,36 @@ def test_racing_failures_write_one_delivery(make_user: Callable[..., UserSession
     assert user.credits() == 1000
 
 
+def test_racing_transitions_write_one_processing_event(
+        make_user: Callable[..., UserSession], store: Store) -> None:
+    """Two writers moving one job to processing: one wins, one row, one hint."""
+    user = make_user(credits=1000)
+    user.client.put("/api/webhook", json={"url": PUBLIC_URL})
+    job_id = user.start(user.upload(), webhookEvents=["processing"]).get_json()["jobId"]
+    told: list[str] = []
+    store.jobs.delivery_listeners[:] = [told.append]
+    results: list[Any] = []
+
+    def move() -> None:
+        results.append(store.jobs.update_if(
+            job_id, ("pending",), {"status": "processing", "phase": "in_queue"},
+            event="processing"))
+
+    threads = [threading.Thread(target=move) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(r is not None for r in results) == 1
+    rows = store.webhooks.deliveries_for_job(job_id)
+    assert [(r["type"], r["job"]["status"]) for r in rows] == [("video.processing",
+                                                                "processing")]
+    assert told == [f"{job_id}_processing"]
+    # A later failure is not in this job's filter: no second row.
+    store.jobs.fail_and_refund(job_id, "x")
+    assert len(store.webhooks.deliveries_for_job(job_id)) == 1
+
+
 def test_no_endpoint_no_event_filter_no_row(make_user: Callable[..., UserSession],
                                             store: Store) -> None:
     user = make_user(credits=2000)
