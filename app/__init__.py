@@ -88,14 +88,18 @@ def register_services(app: Flask, settings: Settings, store: Any, storage: Any, 
                                             socket_timeout=0.5)
     from app.sessions import SessionVersions
     from app.status_cache import StatusCache
+    from app.webhook_secrets import SecretBox
 
     status_cache = store.use_status_cache(StatusCache(redis_client))
+    enqueuer = Enqueuer(celery)
+    store.on_new_delivery(enqueuer.deliver)  # failures and cancels end in the API too
     app.extensions["videojobs"] = Services(
-        settings=settings, store=store, storage=storage, enqueuer=Enqueuer(celery),
+        settings=settings, store=store, storage=storage, enqueuer=enqueuer,
         limiter=RateLimiter(settings.rate_limit_per_minute, redis_client),
         status_cache=status_cache, sessions=SessionVersions(store, redis_client),
         login_limiter=LoginThrottle(settings.login_limit_per_account,
-                                    settings.login_limit_per_address, redis_client))
+                                    settings.login_limit_per_address, redis_client),
+        secret_box=SecretBox(app.config["SECRET_KEY"]))
     app.extensions["videojobs.storage"] = storage
 
 
@@ -103,7 +107,7 @@ def register_api(app: Flask, settings: Settings) -> None:
     from flask_smorest import Api
 
     from app import dashboard
-    from app.api import auth, docs, files, health, library, templates, video, webhooks
+    from app.api import auth, docs, files, health, library, outbound, templates, video, webhooks
     from app.api.errors import register_error_handlers
     from app.api.schemas import ApiErrorSchema
 
@@ -116,7 +120,7 @@ def register_api(app: Flask, settings: Settings) -> None:
     from app.api.schemas import DurationField
 
     api.register_field(DurationField, None, None)  # documented as string-or-integer
-    for blueprint in (auth.bp, templates.bp, video.bp, library.bp):
+    for blueprint in (auth.bp, templates.bp, video.bp, library.bp, outbound.bp):
         api.register_blueprint(blueprint)
     app.register_blueprint(health.bp)
     app.register_blueprint(files.bp)

@@ -130,7 +130,7 @@ def run_all_in_one(host: str = "127.0.0.1", port: int | None = None,
                 log.exception("sweep failed")
 
     worker = start_worker(celery, pool="threads", concurrency=4, perform_ping_check=False,
-                          loglevel="INFO", queues=["control", "transfer"],
+                          loglevel="INFO", queues=["control", "transfer", "webhooks"],
                           shutdown_timeout=30)
     worker.__enter__()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per poll

@@ -93,6 +93,7 @@ class Services:
     status_cache: Any = None
     sessions: Any = None  # app.sessions.SessionVersions
     login_limiter: Any = None  # app.ratelimit.LoginThrottle
+    secret_box: Any = None
 
 
 def services() -> Services:

@@ -52,6 +52,14 @@ class VideoRequestSchema(StrictSchema):
                                  {"type": "integer", "minimum": 0, "maximum": 9999}]})
     variables = fields.Dict(keys=fields.String(validate=validate.Length(max=64)),
                             values=fields.Raw(allow_none=True), load_default=dict)
+    webhookUrl = fields.String(
+        validate=validate.Length(min=1, max=2048),
+        metadata={"description": "http(s) URL told about this job's events instead of the "
+                                 "account's webhook endpoint (signed with the same secret)"})
+    webhookEvents = fields.List(
+        fields.String(validate=validate.OneOf(["processing", "completed", "failed"])),
+        validate=validate.Length(max=3),
+        metadata={"description": "events to send; default [\"completed\", \"failed\"]"})
 
 
 class VideoStartedSchema(Schema):
@@ -146,3 +154,33 @@ class UploadSchema(Schema):
 
 class CreatedKeySchema(Schema):
     key = fields.String(required=True)
+
+
+class WebhookUrlSchema(StrictSchema):
+    url = fields.String(required=True, validate=validate.Length(min=1, max=2048),
+                        metadata={"format": "uri", "pattern": "^https?://"})
+
+
+class WebhookEndpointSchema(Schema):
+    url = fields.String(required=True)
+    secret = fields.String(metadata={"description": "whsec_ + base64; shown on PUT and rotate"})
+
+
+class WebhookDeliverySchema(Schema):
+    id = fields.String()
+    type = fields.String()
+    url = fields.String()
+    attempts = fields.Integer()
+    state = fields.String(validate=validate.OneOf(["pending", "delivered", "failed"]))
+    lastStatus = fields.Integer(allow_none=True)
+    lastError = fields.String(allow_none=True)
+    lastAttemptAt = fields.String(allow_none=True)
+    nextAttemptAt = fields.String(allow_none=True)
+
+
+class WebhookDeliveryListSchema(Schema):
+    deliveries = fields.List(fields.Nested(WebhookDeliverySchema))
+
+
+class JobIdQuerySchema(Schema):
+    jobId = fields.String(required=True)

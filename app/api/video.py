@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Response, jsonify, request
 
-from app import videos
+from app import outbound, videos
 from app.api.base import (
     Blueprint,
     absolute_url,
@@ -23,6 +23,7 @@ from app.api.schemas import (
     JobStatusSchema,
     VideoRequestSchema,
     VideoStartedSchema,
+    WebhookDeliveryListSchema,
 )
 
 bp = Blueprint("video", __name__, url_prefix="/api/templates/video",
@@ -56,7 +57,8 @@ def start(body: dict[str, Any]) -> Response:
     svc = services()
     started = videos.start_video(svc.store, svc.enqueuer, _caller(), body,
                                  request.headers.get("Idempotency-Key"),
-                                 svc.settings.job_timeout_seconds)
+                                 svc.settings.job_timeout_seconds,
+                                 svc.settings.allow_private_webhooks)
     return jsonify(started.body())
 
 
@@ -100,3 +102,16 @@ def cancel(body: dict[str, Any]) -> Response:
     svc = services()
     return jsonify(videos.cancel_job(svc.store, svc.enqueuer, _caller(), body["jobId"],
                                      _download_url))
+
+
+@bp.route("/webhooks", methods=["GET"])
+@require_auth
+@bp.doc(parameters=[{"in": "query", "name": "jobId", "required": True,
+                     "schema": {"type": "string", "minLength": 1}}])
+@bp.response(200, WebhookDeliveryListSchema)
+@bp.errors(400, 401, 404, 503, _400="jobId is required", _404="Job not found")
+def webhook_deliveries() -> Response:
+    """The job's outbound webhook deliveries: attempts, state, last answer, next try."""
+    svc = services()
+    job = videos.owned_job(svc.store, _caller(), request.args.get("jobId"), status_only=True)
+    return jsonify(outbound.job_deliveries(svc.store, job["id"]))
