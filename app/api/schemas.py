@@ -88,6 +88,12 @@ class JobListItemSchema(Schema):
     duration = fields.String()
     credits = fields.Integer()
     createdAt = fields.String()
+    startKey = fields.String()
+    error = fields.String()
+    refunded = fields.Boolean()
+    key = fields.String()
+    phase = fields.String()
+    completedAt = fields.String()
 
 
 class JobListSchema(Schema):
