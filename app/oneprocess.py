@@ -4,7 +4,8 @@ API (and docs) on PORT, a Celery worker (threads) and the sweeper in this proces
 embedded SurrealDB store and local storage under the data directory, and the sandbox
 provider when no FAL_KEY is set. A reachable Redis at REDIS_URL is used as the broker;
 otherwise an in-process broker (fine: everything is one process). A second `up` on the
-same data directory fails clearly: the store's directory lock refuses it.
+same data directory fails clearly: the store's directory lock refuses it. Admin commands
+reach this process through its admin channel (app/admin_channel.py).
 """
 
 from __future__ import annotations
@@ -91,6 +92,12 @@ def run_all_in_one(host: str = "127.0.0.1", port: int | None = None,
     port = port or settings.port
     store = Store.open(DatabaseConfig(settings.surrealdb_url, settings.surrealdb_namespace,
                                       settings.surrealdb_database))
+    from app.admin_channel import AdminServer, socket_path_for
+
+    channel_path = socket_path_for(settings.surrealdb_url)
+    admin = AdminServer(channel_path, store) if channel_path is not None else None
+    if admin is not None:
+        admin.start()
     sandbox = None
     if settings.fal_key is None:
         sandbox = SandboxProvider(queue_seconds=2.0, run_seconds=6.0, render=True)
@@ -151,6 +158,8 @@ def run_all_in_one(host: str = "127.0.0.1", port: int | None = None,
         server.shutdown()
         worker.__exit__(None, None, None)
         set_context(None)
+        if admin is not None:
+            admin.stop()
         store.close()
         if sandbox is not None:
             sandbox.stop()
