@@ -103,6 +103,9 @@ class Settings:
     # Not in SPEC's table: the embedded one-process mode (`videojobs up`, tests) may run
     # without SECRET_KEY; everything else must have it.
     embedded: bool = False
+    # Whether REDIS_URL was given: `videojobs up` then joins that Redis (saying so) instead
+    # of starting its private one.
+    redis_url_explicit: bool = False
 
     @classmethod
     def from_env(
@@ -148,6 +151,7 @@ class Settings:
             allow_private_downloads=_bool(env, "ALLOW_PRIVATE_DOWNLOADS", False),
             port=_int(env, "PORT", 8000, minimum=1),
             embedded=embedded,
+            redis_url_explicit=_str(env, "REDIS_URL") is not None,
         )
         settings.check()
         return settings
