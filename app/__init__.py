@@ -102,7 +102,11 @@ def register_api(app: Flask, settings: Settings) -> None:
     from app.api import auth, docs, files, health, library, templates, video, webhooks
     from app.api.errors import register_error_handlers
 
+    from app.api.base import SECURITY_SCHEMES
+
     api = Api(app)
+    for name, scheme in SECURITY_SCHEMES.items():
+        api.spec.components.security_scheme(name, scheme)
     for blueprint in (auth.bp, templates.bp, video.bp, library.bp):
         api.register_blueprint(blueprint)
     app.register_blueprint(health.bp)
