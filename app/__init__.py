@@ -100,9 +100,8 @@ def register_api(app: Flask, settings: Settings) -> None:
 
     from app import dashboard
     from app.api import auth, docs, files, health, library, templates, video, webhooks
-    from app.api.errors import register_error_handlers
-
     from app.api.base import SECURITY_SCHEMES
+    from app.api.errors import register_error_handlers
 
     api = Api(app)
     for name, scheme in SECURITY_SCHEMES.items():
