@@ -77,7 +77,7 @@ SECURITY_SCHEMES: dict[str, dict[str, str]] = {
     "cookieAuth": {"type": "apiKey", "in": "cookie", "name": "videojobs_session",
                    "description": "The session cookie set by POST /api/auth/login."},
 }
-SECURITY = [{"bearerAuth": []}, {"cookieAuth": []}]
+SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}, {"cookieAuth": []}]
 
 
 def require_auth(view: F) -> F:
