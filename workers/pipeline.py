@@ -33,6 +33,7 @@ from app.fal import (
     failure_reason,
 )
 from app.metrics import JOBS_FINISHED
+from app.posters import store_poster
 from app.storage import LocalStorage, job_video_key
 from app.store.jobs import NONE, NOW, Expr, now_plus
 from app.tracking import AT_PROVIDER, fail_job, provider_completed, record_status
@@ -333,8 +334,13 @@ def finalize_job(ctx: WorkerContext, job_id: str) -> None:
     except PermanentTransferError as exc:
         fail_job(store, job_id, str(exc))
         return
+    poster = store_poster(ctx.storage, claimed["user_id"], job_id, key)
+    template = store.templates.get(claimed["template_id"]) or {}
     store.library.add(key=key, user_id=claimed["user_id"], kind="video",
-                      content_type=stored.content_type, size=stored.size, job_id=job_id)
+                      content_type=stored.content_type, size=stored.size, job_id=job_id,
+                      poster_key=poster, template_slug=claimed["template_id"],
+                      template_name=template.get("name"), duration=claimed.get("duration"),
+                      start_key=claimed.get("start_key"))
     log.info("Stored library video metadata for %s", key,
              extra={"job_id": job_id, "size": stored.size})
     done = store.jobs.update_if(job_id, (jobs.PROCESSING,), {
@@ -345,6 +351,8 @@ def finalize_job(ctx: WorkerContext, job_id: str) -> None:
         # Cancelled or timed out (and refunded) meanwhile: leave no orphan behind.
         store.library.delete(key)
         ctx.storage.delete(key)
+        if poster is not None:
+            ctx.storage.delete(poster)
         return
     JOBS_FINISHED.labels(status=jobs.COMPLETED).inc()
 

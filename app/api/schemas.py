@@ -128,6 +128,11 @@ class LibraryItemSchema(Schema):
     createdAt = fields.String()
     url = fields.String()
     jobId = fields.String()
+    posterUrl = fields.String()
+    templateSlug = fields.String()
+    templateName = fields.String()
+    duration = fields.String()
+    startKey = fields.String()
 
 
 class LibraryListSchema(Schema):
