@@ -48,3 +48,46 @@ def test_declared_schemes_are_the_ones_the_api_accepts(client: Any, make_user: A
         authorized = client.get(path, query_string=query,
                                 headers={"Authorization": f"Bearer {token}"})
         assert authorized.status_code in (200, 404), (path, authorized.get_json())
+
+
+def test_swagger_ui_authorize_then_try_it_out_in_chromium(app: Any, make_user: Any,
+                                                          store: Store) -> None:
+    """In Swagger UI: Authorize with an API token, then "Try it out" on GET /api/me."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from tests.conftest import free_port
+    from tests.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, sync_playwright
+
+    user = make_user()
+    token = store.tokens.create(user.id, user.email)
+    server = make_server("127.0.0.1", free_port(), app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        assert sync_playwright is not None, "playwright is a dev dependency"
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                         args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page()
+                page.set_default_timeout(20_000)
+                page.goto(base + "/api/docs")
+                page.locator(".btn.authorize").first.click()
+                bearer = page.locator(".auth-container").filter(has_text="bearerAuth")
+                bearer.locator("input").fill(token)
+                bearer.locator("button.authorize").click()
+                page.locator(".btn-done").first.click()
+                page.locator(".opblock-summary-path[data-path='/api/me']").first.click()
+                page.locator(".try-out__btn").first.click()
+                page.locator(".execute").first.click()
+                live = page.locator(".live-responses-table tbody .response-col_status").first
+                live.wait_for()
+                assert live.inner_text().strip().startswith("200"), live.inner_text()
+                body = page.locator(".live-responses-table tbody .response-col_description")
+                assert user.email in body.first.inner_text()
+            finally:
+                browser.close()
+    finally:
+        server.shutdown()
