@@ -304,7 +304,8 @@ def test_dashboard_end_to_end_in_chromium(tmp_path: Path, up_env: dict[str, str]
         _expect_credits(page, start_balance - cost - fail_cost)
         page.screenshot(path=str(ARTIFACTS / "dashboard-toasts.png"))
         if os.environ.get("VIDEOJOBS_UPDATE_SCREENSHOT") == "1":
-            shutil.copyfile(ARTIFACTS / "dashboard-toasts.png", ROOT / "docs" / "screenshot-toasts.png")
+            shutil.copyfile(ARTIFACTS / "dashboard-toasts.png",
+                            ROOT / "docs" / "screenshot-toasts.png")
         jobs = page.locator("#job-list .job")
         expect(jobs).to_have_count(2)
         expect(jobs.filter(has_text="Night Life Roller")).to_have_count(1)
