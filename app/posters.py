@@ -1,15 +1,19 @@
 """Poster frames: one still image per finished video, so library cards are not black.
 
-Extracted at finalize with the ffmpeg binary shipped by imageio-ffmpeg, stored next to the
-video under a key derived from the job id (`users/<user-id>/library/<jobId>.poster.jpg`,
-so a retried finalize overwrites it) and deleted with the video. A poster is a nicety: any
-failure here is logged and the job completes without one.
+Taken just after finalize completes the job, on one background thread per worker process
+(so ffmpeg never delays finishing the next job), with the ffmpeg binary shipped by
+imageio-ffmpeg at low CPU priority. Stored next to the video under a key derived from the
+job id (`users/<user-id>/library/<jobId>.poster.jpg`, so a retried finalize overwrites
+it) and deleted with the video. A poster is a nicety: any failure here is logged, and a
+card without one shows the video's first frame as before.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
+import shutil
 import subprocess
 from typing import Any
 
@@ -23,10 +27,13 @@ _MAX_POSTER_BYTES = 2 * 1024 * 1024
 _WIDTH = 640  # cards are at most ~400 px wide; twice that for dense screens would be waste
 
 
-def _ffmpeg() -> str:
+@functools.cache
+def _ffmpeg() -> list[str]:
+    """ffmpeg at low CPU priority: a poster must not slow the jobs being finished."""
     import imageio_ffmpeg
 
-    return str(imageio_ffmpeg.get_ffmpeg_exe())
+    nice = shutil.which("nice")
+    return [*([nice, "-n", "15"] if nice else []), str(imageio_ffmpeg.get_ffmpeg_exe())]
 
 
 def _source(storage: Any, video_key: str) -> str:
@@ -40,7 +47,7 @@ def _source(storage: Any, video_key: str) -> str:
 def extract_frame(source: str, at_seconds: float = 1.0) -> bytes | None:
     """A JPEG of the frame at `at_seconds` (the first frame for shorter videos)."""
     for seek in (at_seconds, 0.0):
-        cmd = [_ffmpeg(), "-hide_banner", "-loglevel", "error", "-nostdin"]
+        cmd = [*_ffmpeg(), "-hide_banner", "-loglevel", "error", "-nostdin"]
         if seek:
             cmd += ["-ss", f"{seek:.2f}"]
         cmd += ["-i", source, "-frames:v", "1", "-vf", f"scale='min({_WIDTH},iw)':-2",

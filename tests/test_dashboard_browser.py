@@ -347,6 +347,7 @@ def test_dashboard_end_to_end_in_chromium(tmp_path: Path, up_env: dict[str, str]
 
         # The video's card: its poster frame, the template, the duration, the design.
         card = page.locator("#library-grid .card-video")
+        expect(card.locator("video")).to_have_attribute("poster", re.compile(r"\.poster\.jpg"))
         poster_url = card.locator("video").get_attribute("poster")
         assert poster_url and ".poster.jpg" in poster_url
         poster = api.get(poster_url if poster_url.startswith("http") else up.base + poster_url)

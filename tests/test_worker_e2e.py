@@ -116,6 +116,18 @@ def balance_explained(store: Store, user: UserSession) -> None:
     assert store.ledger.sum_for_user(user.id) == user.credits()
 
 
+def wait_for_poster(user: Any, timeout: float = 20) -> list[dict[str, Any]]:
+    """The user's library videos, once each has its poster frame."""
+    deadline = time.time() + timeout
+    while True:
+        videos = [i for i in user.client.get("/api/library").get_json()["items"]
+                  if i["kind"] == "video"]
+        if videos and all("posterUrl" in v for v in videos):
+            return videos
+        assert time.time() < deadline, f"no poster frame: {videos}"
+        time.sleep(0.1)
+
+
 def test_happy_path_end_to_end(make_stack: Callable[..., Stack], caplog: Any) -> None:
     stack = make_stack()
     user = stack.user()
@@ -154,6 +166,7 @@ def test_happy_path_end_to_end(make_stack: Callable[..., Stack], caplog: Any) ->
     assert videos[0]["templateName"] == "Night Life Roller"
     assert videos[0]["duration"] == "5" and videos[0]["startKey"] == key
     poster_key = f"users/{user.id}/library/{job_id}.poster.jpg"
+    videos = wait_for_poster(user)  # taken right after completion
     poster = user.client.get(videos[0]["posterUrl"].replace("http://localhost", ""))
     assert poster.status_code == 200 and poster.headers["Content-Type"] == "image/jpeg"
     assert poster.data[:2] == b"\xff\xd8" and len(poster.data) > 1000
@@ -418,8 +431,7 @@ def test_happy_path_on_s3_storage(make_stack: Callable[..., Stack], s3_endpoint:
     head = client.head_object(Bucket=bucket, Key=body["key"])
     assert head["ContentType"] == "video/mp4" and head["ContentLength"] == len(video.content)
     # ffmpeg read the poster frame through a presigned URL; it sits next to the video.
-    [item] = [i for i in user.client.get("/api/library").get_json()["items"]
-              if i["kind"] == "video"]
+    [item] = wait_for_poster(user)
     poster = requests.get(item["posterUrl"], timeout=10)
     assert poster.status_code == 200 and poster.content[:2] == b"\xff\xd8"
     poster_key = f"users/{user.id}/library/{job_id}.poster.jpg"

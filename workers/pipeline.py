@@ -334,11 +334,10 @@ def finalize_job(ctx: WorkerContext, job_id: str) -> None:
     except PermanentTransferError as exc:
         fail_job(store, job_id, str(exc))
         return
-    poster = store_poster(ctx.storage, claimed["user_id"], job_id, key)
     template = store.templates.get(claimed["template_id"]) or {}
     store.library.add(key=key, user_id=claimed["user_id"], kind="video",
                       content_type=stored.content_type, size=stored.size, job_id=job_id,
-                      poster_key=poster, template_slug=claimed["template_id"],
+                      template_slug=claimed["template_id"],
                       template_name=template.get("name"), duration=claimed.get("duration"),
                       start_key=claimed.get("start_key"))
     log.info("Stored library video metadata for %s", key,
@@ -351,10 +350,31 @@ def finalize_job(ctx: WorkerContext, job_id: str) -> None:
         # Cancelled or timed out (and refunded) meanwhile: leave no orphan behind.
         store.library.delete(key)
         ctx.storage.delete(key)
-        if poster is not None:
-            ctx.storage.delete(poster)
         return
     JOBS_FINISHED.labels(status=jobs.COMPLETED).inc()
+    _poster_pool().submit(_attach_poster, ctx, claimed["user_id"], job_id, key)
+
+
+_POSTERS: ThreadPoolExecutor | None = None
+_POSTERS_LOCK = threading.Lock()
+
+
+def _poster_pool() -> ThreadPoolExecutor:
+    """One thread per process takes poster frames, so ffmpeg never delays the finalize of
+    the next job (a burst of completions stays as fast as without posters)."""
+    global _POSTERS
+    with _POSTERS_LOCK:
+        if _POSTERS is None:
+            _POSTERS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="poster")
+        return _POSTERS
+
+
+def _attach_poster(ctx: WorkerContext, user_id: str, job_id: str, key: str) -> None:
+    """The card's poster frame, taken after the job is completed. A poster is a nicety:
+    one lost to a crash before this ran is simply missing."""
+    poster = store_poster(ctx.storage, user_id, job_id, key)
+    if poster is not None and not ctx.store.library.set_poster(key, poster):
+        ctx.storage.delete(poster)  # the video was deleted meanwhile: no orphan poster
 
 
 @contextmanager

@@ -36,6 +36,13 @@ class LibraryRepository:
         assert row is not None
         return row
 
+    def set_poster(self, key: str, poster_key: str) -> bool:
+        """Record an item's poster frame; False when the item no longer exists."""
+        result = self.db.query(
+            "UPDATE type::record('library_item', $rid) SET poster_key = $poster RETURN AFTER;",
+            {"rid": self._rid(key), "poster": poster_key})
+        return bool(rows(result[0]))
+
     def get(self, key: str) -> dict[str, Any] | None:
         return first(self.db.query("SELECT * FROM ONLY type::record('library_item', $rid);",
                                    {"rid": self._rid(key)})[0])

@@ -498,6 +498,8 @@
     if (job.status === "completed") {
       toast(COMPLETED_TEXT, "success");
       refreshLibrary().catch((e) => toastError(e, "Could not refresh the library"));
+      // The poster frame is taken just after completion: pick it up a moment later.
+      setTimeout(() => { if (state.signedIn) refreshLibrary().catch(() => {}); }, 2500);
     } else if (cancelled) {
       toast(`Job cancelled.${job.refunded ? " Your credits were refunded." : ""}`, "info");
     } else {
@@ -693,7 +695,10 @@
       if (!card) {
         card = makeCard(item, i);
         state.cards.set(item.key, card);
-      } else if (opts.renewFailed) {
+      } else if (item.posterUrl && card.querySelector("video:not([poster])")) {
+        card.querySelector("video").poster = item.posterUrl;
+      }
+      if (card && opts.renewFailed) {
         const media = card.querySelector(".media");
         if (media && media.dataset.failed === "true") {
           delete media.dataset.failed;
