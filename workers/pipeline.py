@@ -373,8 +373,12 @@ def _attach_poster(ctx: WorkerContext, user_id: str, job_id: str, key: str) -> N
     """The card's poster frame, taken after the job is completed. A poster is a nicety:
     one lost to a crash before this ran is simply missing."""
     poster = store_poster(ctx.storage, user_id, job_id, key)
-    if poster is not None and not ctx.store.library.set_poster(key, poster):
-        ctx.storage.delete(poster)  # the video was deleted meanwhile: no orphan poster
+    try:
+        if poster is not None and not ctx.store.library.set_poster(key, poster):
+            ctx.storage.delete(poster)  # the video was deleted meanwhile: no orphan poster
+    except Exception:  # the store or storage blipped (or is shutting down): no poster
+        log.warning("recording the poster frame failed", exc_info=True,
+                    extra={"job_id": job_id})
 
 
 @contextmanager
