@@ -108,6 +108,7 @@ def register_api(app: Flask, settings: Settings) -> None:
 
     from app import dashboard
     from app.api import auth, docs, files, health, library, outbound, templates, video, webhooks
+    from app.api.base import SECURITY_SCHEMES
     from app.api.errors import register_error_handlers
     from app.api.schemas import ApiErrorSchema
 
@@ -117,6 +118,8 @@ def register_api(app: Flask, settings: Settings) -> None:
         DEFAULT_ERROR_RESPONSE_NAME = None
 
     api = _Api(app)
+    for name, scheme in SECURITY_SCHEMES.items():
+        api.spec.components.security_scheme(name, scheme)
     from app.api.schemas import DurationField
 
     api.register_field(DurationField, None, None)  # documented as string-or-integer

@@ -1,7 +1,8 @@
 """The `videojobs` command: the one-process service and the admin commands (SPEC 10).
 
-Admin commands open the same store as the service; with an embedded store they run while
-the service is stopped (the engine's directory lock refuses a second process, clearly).
+Admin commands open the same store as the service. With an embedded store held by a
+running `videojobs up` they reach that process over its admin channel (app/admin_channel.py)
+and behave exactly as with the service stopped.
 A failing command prints one line saying why and exits non-zero.
 """
 
@@ -29,9 +30,17 @@ def _settings(args: argparse.Namespace, embedded: bool = True) -> Settings:
 
 
 def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The store to act on: a running `videojobs up`'s (over its admin channel) when it
+    holds this embedded store, else the store opened here. Commands use it the same way."""
+    from app.admin_channel import connect, socket_path_for
     from app.store import DatabaseConfig, Store
 
     s = _settings(args)
+    channel = socket_path_for(s.surrealdb_url)
+    if channel is not None:
+        remote = connect(channel)
+        if remote is not None:
+            return remote
     return Store.open(DatabaseConfig(s.surrealdb_url, s.surrealdb_namespace,
                                      s.surrealdb_database, s.surrealdb_user, s.surrealdb_pass))
 
@@ -204,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from app.admin_channel import AdminChannelError
     from app.logs import configure_logging
     from app.store.errors import StoreError
 
@@ -211,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (CommandError, SettingsError, StoreError) as exc:
+    except (CommandError, SettingsError, StoreError, AdminChannelError) as exc:
         sys.stderr.write(f"videojobs: {exc}\n")
         return 1
     except KeyboardInterrupt:

@@ -135,6 +135,9 @@ class Settings:
     # Not in SPEC's table: the embedded one-process mode (`videojobs up`, tests) may run
     # without SECRET_KEY; everything else must have it.
     embedded: bool = False
+    # Whether REDIS_URL was given: `videojobs up` then joins that Redis (saying so) instead
+    # of starting its private one.
+    redis_url_explicit: bool = False
 
     @classmethod
     def from_env(
@@ -188,6 +191,7 @@ class Settings:
             trusted_proxy_count=_int(env, "TRUSTED_PROXY_COUNT", 0),
             metrics_token=_str(env, "METRICS_TOKEN"),
             embedded=embedded,
+            redis_url_explicit=_str(env, "REDIS_URL") is not None,
         )
         settings.check()
         return settings

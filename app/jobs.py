@@ -77,6 +77,19 @@ def status_body(job: Mapping[str, Any], download_url: Callable[[str], str]) -> d
 
 def list_item(job: Mapping[str, Any]) -> dict[str, Any]:
     """A row of `GET /api/templates/video/jobs`."""
-    return {"jobId": job["id"], "status": job["status"], "templateSlug": job["template_id"],
-            "duration": job["duration"], "credits": job["credits"],
-            "createdAt": iso(job.get("created_at"))}
+    item: dict[str, Any] = {
+        "jobId": job["id"], "status": job["status"], "templateSlug": job["template_id"],
+        "duration": job["duration"], "credits": job["credits"],
+        "createdAt": iso(job.get("created_at"))}
+    if job.get("start_key"):
+        item["startKey"] = job["start_key"]
+    if job["status"] == FAILED:
+        item["error"] = job.get("error") or "Failed"
+        item["refunded"] = bool(job.get("refunded"))
+        item["completedAt"] = iso(job.get("completed_at"))
+    elif job["status"] == COMPLETED and job.get("result_key"):
+        item["key"] = job["result_key"]
+        item["completedAt"] = iso(job.get("completed_at"))
+    elif job.get("phase"):
+        item["phase"] = job["phase"]
+    return item

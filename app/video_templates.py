@@ -210,8 +210,14 @@ def _parse_variable(raw: object, position: int, where: _Where, strict: bool
         if len(set(choices)) != len(choices):
             raise where.error(f"{label}.choices", "must not repeat a value")
     default = raw.get("default")
-    if default is not None:
+    if default == "" and not required:
+        pass  # the usual way to write an optional free-text field: empty unless given
+    elif default == "":
+        raise where.error(f"{label}.default", "must not be empty for a required variable "
+                                              "(leave it out, or make the variable optional)")
+    elif default is not None:
         default = check_value(default, f"{label}.default")
+    if default is not None:
         if choices is not None and default not in choices:
             raise where.error(f"{label}.default",
                               f"{_short(default)} is not one of the choices")

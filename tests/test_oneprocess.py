@@ -243,3 +243,57 @@ def test_kill_9_with_the_bundled_sandbox_then_restart_every_job_completes(
         assert store.ledger.sum_for_user(user["id"]) == user["credits"] == 5000 - 5 * 500
     finally:
         store.close()
+
+
+def test_up_runs_a_private_redis_by_default_and_says_which_redis(
+        tmp_path: Path, up_env: dict[str, str], redis_url: str) -> None:
+    """REDIS_URL unset: a private, password-protected server (never the one on 6379);
+    set: joined and said so; set but silent: the in-process broker, said so."""
+    import re
+
+    import redis
+
+    env = {k: v for k, v in up_env.items() if k != "REDIS_URL"}
+    data_dir = tmp_path / "private"
+    data_dir.mkdir()
+    up = Up(data_dir, env)
+    try:
+        line = re.search(r"Redis: a private server on redis://127\.0\.0\.1:(\d+)/0 \((.+?);",
+                         up.output())
+        assert line, up.output()
+        port = int(line.group(1))
+        assert port != 6379
+        config = data_dir / "redis" / "redis.conf"
+        assert config.stat().st_mode & 0o777 == 0o600
+        with pytest.raises(redis.AuthenticationError):  # private: needs the password
+            redis.Redis(port=port, socket_timeout=2).set("x", "1")
+        password = next(ln.split()[1] for ln in config.read_text().splitlines()
+                        if ln.startswith("requirepass "))
+        assert password not in up.output(), "the password is never logged"
+        private = redis.Redis(port=port, password=password, socket_timeout=2)
+        # The one-process mode now has the status cache and a broker in that Redis.
+        s = up.session()
+        key = s.get(up.base + "/api/library").json()["items"][0]["key"]
+        job = s.post(up.base + "/api/templates/video",
+                     json={"templateSlug": "night-life-roller", "startKey": key}).json()
+        s.get(up.base + "/api/templates/video/status", params={"jobId": job["jobId"]})
+        assert private.dbsize() > 0
+    finally:
+        assert up.stop() == 0
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis(port=port, socket_timeout=2, socket_connect_timeout=2).ping()
+
+    joined_dir = tmp_path / "joined"
+    joined_dir.mkdir()
+    up = Up(joined_dir, {**up_env, "REDIS_URL": redis_url})
+    try:
+        assert f"Redis: joining REDIS_URL {redis_url}" in up.output()
+    finally:
+        up.stop()
+    silent_dir = tmp_path / "silent"
+    silent_dir.mkdir()
+    up = Up(silent_dir, up_env)
+    try:
+        assert "does not answer; using an in-process broker" in up.output()
+    finally:
+        up.stop()

@@ -92,3 +92,16 @@ def test_second_process_cannot_open_the_embedded_store(tmp_path: Path) -> None:
     finally:
         reopened.close()
     assert StoreLocked is not None
+
+
+def test_set_poster_only_on_an_existing_item(store: Store) -> None:
+    """A poster taken after its video was deleted is not recorded (the caller deletes it)."""
+    key = "users/u1/library/j1.mp4"
+    assert store.library.set_poster(key, "users/u1/library/j1.poster.jpg") is False
+    assert store.library.get(key) is None
+    store.library.add(key=key, user_id="u1", kind="video", content_type="video/mp4", size=10,
+                      job_id="j1", template_slug="night-life-roller", duration="5")
+    assert store.library.set_poster(key, "users/u1/library/j1.poster.jpg") is True
+    row = store.library.get(key)
+    assert row is not None and row["poster_key"] == "users/u1/library/j1.poster.jpg"
+    assert row["template_slug"] == "night-life-roller" and row["duration"] == "5"

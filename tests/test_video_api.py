@@ -407,7 +407,8 @@ def test_jobs_list_is_newest_first_paginated_and_private(make_user: Any) -> None
     assert [j["jobId"] for j in page1["jobs"]] == created[::-1][:3]
     assert page1["nextCursor"]
     item = page1["jobs"][0]
-    assert set(item) == {"jobId", "status", "templateSlug", "duration", "credits", "createdAt"}
+    assert set(item) >= {"jobId", "status", "templateSlug", "duration", "credits", "createdAt"}
+    assert item["startKey"] == key and "error" not in item and "key" not in item
     page2 = me.client.get("/api/templates/video/jobs",
                           query_string={"limit": 3, "cursor": page1["nextCursor"]}).get_json()
     assert [j["jobId"] for j in page2["jobs"]] == created[::-1][3:]
@@ -415,6 +416,25 @@ def test_jobs_list_is_newest_first_paginated_and_private(make_user: Any) -> None
     bad = me.client.get("/api/templates/video/jobs?cursor=garbage!")
     assert bad.status_code == 400
     assert me.client.get("/api/templates/video/jobs?limit=0").status_code == 400
+
+
+def test_jobs_list_carries_reason_refund_and_key(make_user: Any, store: Store) -> None:
+    """A reloaded dashboard can show why a job failed, its refund, and the finished video."""
+    me = make_user(credits=5000)
+    key = me.upload()
+    failed, done, waiting = (me.start(key).get_json()["jobId"] for _ in range(3))
+    assert me.client.post("/api/templates/video/cancel", json={"jobId": failed}
+                          ).status_code == 200
+    video_key = f"users/{me.id}/library/{done}.mp4"
+    store.jobs.update_if(done, ("pending",), {"status": "processing"})
+    store.jobs.update_if(done, ("processing",), {"status": "completed", "result_key": video_key})
+    listed = {j["jobId"]: j for j in me.client.get("/api/templates/video/jobs").get_json()["jobs"]}
+    assert listed[failed]["status"] == "failed"
+    assert listed[failed]["error"] == "Cancelled" and listed[failed]["refunded"] is True
+    assert listed[done]["status"] == "completed" and listed[done]["key"] == video_key
+    assert "error" not in listed[done] and "refunded" not in listed[done]
+    assert listed[waiting]["status"] == "pending"
+    assert not {"error", "refunded", "key"} & set(listed[waiting])
 
 
 def test_cancel_pending_job_refunds_once(make_user: Any, store: Store) -> None:

@@ -246,7 +246,8 @@ def test_duplicate_variable_names() -> None:
     ({"name": "mood", "choices": ["calm"], "default": "wild"}, "variables.mood.default"),
     ({"name": "mood", "max_length": 3, "default": "wild"}, "variables.mood.default"),
     ({"name": "mood", "default": 5}, "variables.mood.default"),
-    ({"name": "mood", "default": ""}, "variables.mood.default"),
+    ({"name": "mood", "required": True, "default": ""}, "variables.mood.default"),
+    ({"name": "mood", "choices": ["calm"], "default": ""}, "variables.mood.default"),
     ({"name": "mood", "default": " wild"}, "variables.mood.default"),
     ({"name": "mood", "default": "wi\x07ld"}, "variables.mood.default"),
     ({"name": "mood", "default": "x" * (MAX_VALUE_LENGTH + 1)}, "variables.mood.default"),
@@ -263,6 +264,24 @@ def test_duplicate_variable_names() -> None:
 ])
 def test_bad_variable_definitions(variable: dict[str, Any], says: str) -> None:
     fails([entry(variables=[{"name": "city"}, variable])], says)
+
+
+def test_optional_variable_may_default_to_empty() -> None:
+    t = template(prompt="a car {note}", negative_prompt=None,
+                 variables=[{"name": "note", "default": ""}])
+    assert t.variables[0].default == ""
+    assert t.variables[0].to_dict()["default"] == ""
+    assert resolve_variables(t, {}) == {"note": ""}
+    assert resolve_variables(t, {"note": "at dusk"}) == {"note": "at dusk"}
+
+
+def test_optional_empty_default_loads_from_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text("- slug: notes\n  name: Notes\n  model: fal-ai/x/y\n"
+                    "  prompt: a car {note}\n  durations: {5: 100}\n"
+                    "  variables:\n    - name: note\n      default: \"\"\n")
+    [loaded] = load_template_file(path)
+    assert loaded.variables[0].default == ""
 
 
 def test_active_must_be_boolean() -> None:

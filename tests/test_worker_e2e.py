@@ -116,6 +116,18 @@ def balance_explained(store: Store, user: UserSession) -> None:
     assert store.ledger.sum_for_user(user.id) == user.credits()
 
 
+def wait_for_poster(user: Any, timeout: float = 20) -> list[dict[str, Any]]:
+    """The user's library videos, once each has its poster frame."""
+    deadline = time.time() + timeout
+    while True:
+        videos = [i for i in user.client.get("/api/library").get_json()["items"]
+                  if i["kind"] == "video"]
+        if videos and all("posterUrl" in v for v in videos):
+            return videos
+        assert time.time() < deadline, f"no poster frame: {videos}"
+        time.sleep(0.1)
+
+
 def test_happy_path_end_to_end(make_stack: Callable[..., Stack], caplog: Any) -> None:
     stack = make_stack()
     user = stack.user()
@@ -149,6 +161,18 @@ def test_happy_path_end_to_end(make_stack: Callable[..., Stack], caplog: Any) ->
     videos = [i for i in items if i["kind"] == "video"]
     assert len(videos) == 1 and videos[0]["jobId"] == job_id
     assert videos[0]["contentType"] == "video/mp4"
+    # The card's facts: what made it, and a poster frame stored next to the video.
+    assert videos[0]["templateSlug"] == "night-life-roller"
+    assert videos[0]["templateName"] == "Night Life Roller"
+    assert videos[0]["duration"] == "5" and videos[0]["startKey"] == key
+    poster_key = f"users/{user.id}/library/{job_id}.poster.jpg"
+    videos = wait_for_poster(user)  # taken right after completion
+    poster = user.client.get(videos[0]["posterUrl"].replace("http://localhost", ""))
+    assert poster.status_code == 200 and poster.headers["Content-Type"] == "image/jpeg"
+    assert poster.data[:2] == b"\xff\xd8" and len(poster.data) > 1000
+    assert (Path(stack.settings.storage_dir) / poster_key).is_file()
+    # Deleting the video deletes its poster; the poster is never a library item of its own.
+    assert all(i["key"] != poster_key for i in items)
     assert len(stack.sandbox.submits()) == 1
     rid = job["fal_request_id"]
     lines = [m for m in caplog.messages if job_id in m or "Stored library video" in m]
@@ -165,6 +189,9 @@ def test_happy_path_end_to_end(make_stack: Callable[..., Stack], caplog: Any) ->
                and "?" not in m for m in lines)
     assert user.credits() == 2000 - COST
     balance_explained(stack.store, user)
+    gone = user.client.delete("/api/library", query_string={"key": body["key"]})
+    assert gone.status_code == 204
+    assert not saved.exists() and not (Path(stack.settings.storage_dir) / poster_key).exists()
 
 
 def test_model_error_fails_and_refunds_once(make_stack: Callable[..., Stack]) -> None:
@@ -403,3 +430,9 @@ def test_happy_path_on_s3_storage(make_stack: Callable[..., Stack], s3_endpoint:
     assert video.status_code == 200 and video.content[4:8] == b"ftyp"
     head = client.head_object(Bucket=bucket, Key=body["key"])
     assert head["ContentType"] == "video/mp4" and head["ContentLength"] == len(video.content)
+    # ffmpeg read the poster frame through a presigned URL; it sits next to the video.
+    [item] = wait_for_poster(user)
+    poster = requests.get(item["posterUrl"], timeout=10)
+    assert poster.status_code == 200 and poster.content[:2] == b"\xff\xd8"
+    poster_key = f"users/{user.id}/library/{job_id}.poster.jpg"
+    assert client.head_object(Bucket=bucket, Key=poster_key)["ContentType"] == "image/jpeg"

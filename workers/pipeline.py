@@ -33,6 +33,7 @@ from app.fal import (
     failure_reason,
 )
 from app.metrics import JOBS_FINISHED
+from app.posters import store_poster
 from app.storage import LocalStorage, job_video_key
 from app.store.jobs import NONE, NOW, OUTBOX_DISPATCH_GRACE_SECONDS, Expr, now_plus
 from app.tracking import AT_PROVIDER, fail_job, provider_completed, record_status
@@ -337,8 +338,12 @@ def finalize_job(ctx: WorkerContext, job_id: str) -> None:
     except PermanentTransferError as exc:
         fail_job(store, job_id, str(exc))
         return
+    template = store.templates.get(claimed["template_id"]) or {}
     store.library.add(key=key, user_id=claimed["user_id"], kind="video",
-                      content_type=stored.content_type, size=stored.size, job_id=job_id)
+                      content_type=stored.content_type, size=stored.size, job_id=job_id,
+                      template_slug=claimed["template_id"],
+                      template_name=template.get("name"), duration=claimed.get("duration"),
+                      start_key=claimed.get("start_key"))
     log.info("Stored library video metadata for %s", key,
              extra={"job_id": job_id, "size": stored.size})
     done = store.jobs.update_if(job_id, (jobs.PROCESSING,), {
@@ -351,6 +356,33 @@ def finalize_job(ctx: WorkerContext, job_id: str) -> None:
         ctx.storage.delete(key)
         return
     JOBS_FINISHED.labels(status=jobs.COMPLETED).inc()
+    _poster_pool().submit(_attach_poster, ctx, claimed["user_id"], job_id, key)
+
+
+_POSTERS: ThreadPoolExecutor | None = None
+_POSTERS_LOCK = threading.Lock()
+
+
+def _poster_pool() -> ThreadPoolExecutor:
+    """One thread per process takes poster frames, so ffmpeg never delays the finalize of
+    the next job (a burst of completions stays as fast as without posters)."""
+    global _POSTERS
+    with _POSTERS_LOCK:
+        if _POSTERS is None:
+            _POSTERS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="poster")
+        return _POSTERS
+
+
+def _attach_poster(ctx: WorkerContext, user_id: str, job_id: str, key: str) -> None:
+    """The card's poster frame, taken after the job is completed. A poster is a nicety:
+    one lost to a crash before this ran is simply missing."""
+    poster = store_poster(ctx.storage, user_id, job_id, key)
+    try:
+        if poster is not None and not ctx.store.library.set_poster(key, poster):
+            ctx.storage.delete(poster)  # the video was deleted meanwhile: no orphan poster
+    except Exception:  # the store or storage blipped (or is shutting down): no poster
+        log.warning("recording the poster frame failed", exc_info=True,
+                    extra={"job_id": job_id})
 
 
 @contextmanager

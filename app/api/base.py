@@ -3,6 +3,7 @@ the services a view needs (from `current_app.extensions`), and request guards.""
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -114,8 +115,20 @@ def principal() -> Principal:
     return cast(Principal, g.principal)
 
 
+# OpenAPI security schemes (registered by create_app): a protected operation accepts
+# either, so Swagger UI's "Authorize" can send a token, and a signed-in browser its cookie.
+SECURITY_SCHEMES: dict[str, dict[str, str]] = {
+    "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "vj_ API token",
+                   "description": "An API token from `videojobs tokens create EMAIL`."},
+    "cookieAuth": {"type": "apiKey", "in": "cookie", "name": "videojobs_session",
+                   "description": "The session cookie set by POST /api/auth/login."},
+}
+SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}, {"cookieAuth": []}]
+
+
 def require_auth(view: F) -> F:
-    """401 UNAUTHORIZED without valid credentials; always the first check."""
+    """401 UNAUTHORIZED without valid credentials; always the first check. The operation
+    is documented as needing one of SECURITY_SCHEMES."""
 
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -127,6 +140,9 @@ def require_auth(view: F) -> F:
         g.principal = who
         return view(*args, **kwargs)
 
+    apidoc = copy.deepcopy(getattr(wrapper, "_apidoc", {}))
+    apidoc.setdefault("manual_doc", {})["security"] = SECURITY
+    wrapper._apidoc = apidoc  # type: ignore[attr-defined]  # read by flask-smorest
     return cast(F, wrapper)
 
 

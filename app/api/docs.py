@@ -14,7 +14,8 @@ _PAGE = """<!doctype html>
 <script src="/api/docs/static/swagger-ui-bundle.js"></script>
 <script src="/api/docs/init.js"></script>
 </body></html>"""
-_INIT = 'window.ui = SwaggerUIBundle({url: "/api/openapi.json", dom_id: "#swagger-ui"});\n'
+_INIT = ('window.ui = SwaggerUIBundle({url: "/api/openapi.json", dom_id: "#swagger-ui",\n'
+         '  persistAuthorization: true, withCredentials: true});\n')
 # Swagger UI sets inline styles and shows data: images; scripts are only our own files.
 _CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
         "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'")

@@ -104,6 +104,12 @@ class JobListItemSchema(Schema):
     duration = fields.String()
     credits = fields.Integer()
     createdAt = fields.String()
+    startKey = fields.String()
+    error = fields.String()
+    refunded = fields.Boolean()
+    key = fields.String()
+    phase = fields.String()
+    completedAt = fields.String()
 
 
 class JobListSchema(Schema):
@@ -138,6 +144,11 @@ class LibraryItemSchema(Schema):
     createdAt = fields.String()
     url = fields.String()
     jobId = fields.String()
+    posterUrl = fields.String()
+    templateSlug = fields.String()
+    templateName = fields.String()
+    duration = fields.String()
+    startKey = fields.String()
 
 
 class LibraryListSchema(Schema):

@@ -65,6 +65,14 @@ def index() -> Response:
     return resp
 
 
+@bp.get("/favicon.ico")
+def favicon() -> Response:
+    """For clients that ask for the icon without reading the page's <link rel=icon>."""
+    resp = Response((_STATIC / "favicon.svg").read_bytes(), mimetype="image/svg+xml")
+    resp.headers["Cache-Control"] = "public, max-age=86400"
+    return resp
+
+
 @bp.after_request
 def _security_headers(resp: Response) -> Response:
     resp.headers.setdefault("Content-Security-Policy", _CSP)

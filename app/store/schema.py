@@ -63,6 +63,11 @@ DEFINE FIELD OVERWRITE kind ON library_item TYPE string ASSERT $value IN ['image
 DEFINE FIELD OVERWRITE content_type ON library_item TYPE string;
 DEFINE FIELD OVERWRITE size ON library_item TYPE int;
 DEFINE FIELD OVERWRITE job_id ON library_item TYPE option<string>;
+DEFINE FIELD OVERWRITE poster_key ON library_item TYPE option<string>;
+DEFINE FIELD OVERWRITE template_slug ON library_item TYPE option<string>;
+DEFINE FIELD OVERWRITE template_name ON library_item TYPE option<string>;
+DEFINE FIELD OVERWRITE duration ON library_item TYPE option<string>;
+DEFINE FIELD OVERWRITE start_key ON library_item TYPE option<string>;
 DEFINE FIELD OVERWRITE created_at ON library_item TYPE datetime DEFAULT time::now();
 DEFINE INDEX IF NOT EXISTS library_item_key ON library_item FIELDS key UNIQUE;
 DEFINE INDEX IF NOT EXISTS library_item_user ON library_item FIELDS user_id, created_at;

@@ -12,6 +12,7 @@
   const REQUEST_TIMEOUT_MS = 10000;
   const UPLOAD_TIMEOUT_MS = 180000;
   const MAX_JOBS_SHOWN = 20;
+  const MAX_TOASTS = 3;
   const TERMINAL = new Set(["completed", "failed"]);
   const STARTED_TEXT = "Video generation started! This may take a few minutes...";
   const COMPLETED_TEXT = "Video generated successfully!";
@@ -25,6 +26,7 @@
     jobs: new Map(),       // jobId -> job view model
     jobEls: new Map(),     // jobId -> <li>
     cards: new Map(),      // library key -> <li>
+    items: new Map(),      // library key -> item (a video card shows its source design)
     pollTimer: null,
     polling: false,
     lastMediaRefresh: 0,
@@ -96,16 +98,25 @@
         const more = detailsText(err.body && err.body.details);
         return more ? `Please check the form: ${more}` : "Please check the form";
       }
-      case "FILE_TOO_LARGE": return "The file is too large (FILE_TOO_LARGE)";
-      case "UNSUPPORTED_MEDIA_TYPE":
-        return "Only PNG, JPEG or WebP images can be uploaded (UNSUPPORTED_MEDIA_TYPE)";
+      case "FILE_TOO_LARGE": return "That file is too large to upload";
+      case "UNSUPPORTED_MEDIA_TYPE": return "Only PNG, JPEG or WebP images can be uploaded";
       case "IDEMPOTENCY_KEY_REUSED": return "This request was already sent with other settings";
       case "SERVICE_UNAVAILABLE": return "The service is unavailable right now: try again shortly";
-      case "CSRF_REJECTED": return "The request was refused (CSRF_REJECTED): reload the page";
+      case "CSRF_REJECTED": return "The request was refused: reload the page and try again";
       case "JOB_FINISHED": return "That job has already finished";
-      case "NETWORK_ERROR": return "Network problem: the server could not be reached";
-      default: return err.code || "Something went wrong";
+      case "NETWORK_ERROR": return "The server could not be reached: check your connection";
+      default: return humanMessage(err);
     }
+  }
+
+  // A sentence for people: the API's `message` when it gives one, its error when that is
+  // already a sentence ("Template not found"), never a bare CODE_LIKE_THIS.
+  function humanMessage(err) {
+    const body = err.body || {};
+    if (typeof body.message === "string" && body.message) return body.message;
+    if (err.code && !/^[A-Z0-9_]+$/.test(err.code) && !/^HTTP \d+$/.test(err.code)) return err.code;
+    if (err.status >= 500) return "Something went wrong on our side: please try again";
+    return "That did not work: please try again";
   }
 
   // ---------------------------------------------------------------- helpers
@@ -151,9 +162,9 @@
 
   function formatBytes(n) {
     if (typeof n !== "number") return "";
-    if (n < 1024) return `${n} B`;
-    if (n < 1024 * 1024) return `${(n / 1024).toFixed(0)} KB`;
-    return `${(n / 1024 / 1024).toFixed(1)} MB`;
+    if (n < 1024) return `${n}\u00a0B`;
+    if (n < 1024 * 1024) return `${(n / 1024).toFixed(0)}\u00a0KB`;
+    return `${(n / 1024 / 1024).toFixed(1)}\u00a0MB`;
   }
 
   function humanize(name) {
@@ -171,8 +182,8 @@
     const remove = () => node.remove();
     close.addEventListener("click", remove);
     region.append(node);
-    while (region.children.length > 5) region.firstElementChild.remove();
-    setTimeout(remove, ms || (kind === "error" ? 12000 : 8000));
+    while (region.children.length > MAX_TOASTS) region.firstElementChild.remove();
+    setTimeout(remove, ms || (kind === "error" ? 7000 : 4000));
     return node;
   }
 
@@ -432,7 +443,8 @@
       upsertJob({
         jobId: j.jobId, status: j.status, templateSlug: j.templateSlug,
         duration: j.duration, credits: j.credits, createdAt: j.createdAt,
-        message: j.status === "completed" ? "Saved to your library" : "",
+        phase: j.phase, error: j.error || "", refunded: Boolean(j.refunded), key: j.key,
+        startKey: j.startKey,
       });
     }
     renderJobs();
@@ -481,11 +493,14 @@
     job.refunded = Boolean(status.refunded);
     job.progress = status.progress;
     job.queuePosition = status.queuePosition;
+    job.phase = status.phase;
     if (status.url) job.url = status.url;
     if (TERMINAL.has(before) || !TERMINAL.has(job.status)) return;
     if (job.status === "completed") {
       toast(COMPLETED_TEXT, "success");
       refreshLibrary().catch((e) => toastError(e, "Could not refresh the library"));
+      // The poster frame is taken just after completion: pick it up a moment later.
+      setTimeout(() => { if (state.signedIn) refreshLibrary().catch(() => {}); }, 2500);
     } else if (cancelled) {
       toast(`Job cancelled.${job.refunded ? " Your credits were refunded." : ""}`, "info");
     } else {
@@ -510,18 +525,35 @@
     }
   }
 
-  const STATUS_LABEL = {
-    pending: "Pending", processing: "Processing", completed: "Completed", failed: "Failed",
-  };
+  // What a person would say, by phase (pending: queued, submitting; processing: in_queue,
+  // in_progress, finalizing).
+  function jobStage(job) {
+    if (job.status === "completed") return { badge: "Done", text: "Saved to your library" };
+    if (job.status === "failed") return { badge: "Failed", text: "" };
+    if (job.phase === "finalizing") return { badge: "Saving", text: "Saving to your library" };
+    if (job.status === "processing" && job.phase !== "in_queue") {
+      return { badge: "Generating", text: "Generating" };
+    }
+    return { badge: "Waiting", text: "Waiting in line" };
+  }
+
+  function sentence(text) {
+    return /[.!?]$/.test(text) ? text : `${text}.`;
+  }
 
   function jobDetail(job) {
     if (job.status === "failed") {
-      return (job.error || "Failed") + (job.refunded ? " (credits refunded)" : "");
+      return sentence(job.error || "It did not work") +
+        (job.refunded ? " Your credits were refunded." : "");
     }
-    if (job.status === "completed") return job.message || "Saved to your library";
-    let text = job.message || (job.status === "processing" ? "Generating video..." : "Waiting for a worker...");
-    if (typeof job.queuePosition === "number") text += ` Queue position: ${job.queuePosition}.`;
-    if (typeof job.progress === "string" && job.progress) text += ` ${job.progress.slice(0, 120)}`;
+    let text = jobStage(job).text;
+    if (job.status === "processing" && job.phase === "in_queue" &&
+        typeof job.queuePosition === "number" && job.queuePosition > 0) {
+      text += ` (${job.queuePosition} ahead)`;
+    }
+    if (job.phase === "in_progress" && typeof job.progress === "string" && job.progress) {
+      text += `: ${job.progress.slice(0, 120)}`;
+    }
     if (job.stale) text += " (connection problem, retrying)";
     return text;
   }
@@ -560,12 +592,15 @@
       li.dataset.status = job.status;
       li.querySelector(".job-title").textContent = templateName(job.templateSlug || "");
       const badge = li.querySelector(".badge");
-      badge.textContent = STATUS_LABEL[job.status] || job.status;
+      badge.textContent = jobStage(job).badge;
       badge.className = `badge badge-${job.status}`;
+      li.dataset.phase = job.phase || "";
       const when = formatTime(job.createdAt);
-      li.querySelector(".job-meta").textContent =
-        `${job.duration ? `${job.duration} s` : ""}${typeof job.credits === "number"
-          ? ` · ${formatCredits(job.credits)} credits` : ""}${when ? ` · ${when}` : ""}`;
+      li.querySelector(".job-meta").textContent = [
+        job.duration ? `${job.duration}\u00a0s` : "",
+        typeof job.credits === "number" ? `${formatCredits(job.credits)}\u00a0credits` : "",
+        when,
+      ].filter(Boolean).join(" · ");
       li.querySelector(".job-detail").textContent = jobDetail(job);
       const actions = li.querySelector(".job-actions");
       actions.hidden = TERMINAL.has(job.status);
@@ -592,22 +627,42 @@
     refreshLibrary({ renewFailed: true }).catch(() => {});
   }
 
+  function sourceThumb(item) {
+    // The design a video was made from, when it is still in the library.
+    const source = item.startKey && state.items.get(item.startKey);
+    const label = el("span", { className: "source-label", text: "From" });
+    if (!source) return el("span", { className: "card-source" }, label,
+      el("span", { className: "source-gone", text: "a deleted design" }));
+    return el("span", { className: "card-source" }, label,
+      el("img", { className: "source-thumb", src: source.url, alt: "its source design",
+        loading: "lazy", decoding: "async" }));
+  }
+
   function makeCard(item, index) {
     const when = formatTime(item.createdAt);
     const metaId = `item-meta-${index}-${Math.random().toString(36).slice(2, 8)}`;
+    const isVideo = item.kind === "video";
+    const title = isVideo ? (item.templateName || templateName(item.templateSlug || "") || "Video")
+      : "Design";
     let media;
-    if (item.kind === "video") {
-      media = el("video", { className: "media", controls: true, preload: "metadata",
-        playsInline: true, src: item.url,
-        "aria-label": `Generated video${when ? ` from ${when}` : ""}` });
+    if (isVideo) {
+      media = el("video", { className: "media", controls: true,
+        // The poster shows until it plays (a phone no longer shows a black box).
+        preload: "metadata", playsInline: true, src: item.url,
+        poster: item.posterUrl,
+        "aria-label": `${title} video${when ? ` from ${when}` : ""}` });
     } else {
       media = el("img", { className: "media", src: item.url, loading: "lazy", decoding: "async",
         alt: `Design image${when ? ` uploaded ${when}` : ""}` });
     }
     media.addEventListener("error", () => { media.dataset.failed = "true"; mediaFailed(); });
-    const meta = el("p", { className: "card-meta", id: metaId,
-      text: [item.kind === "video" ? "Video" : "Image", when, formatBytes(item.size)]
-        .filter(Boolean).join(" · ") });
+    const facts = isVideo
+      ? [item.duration ? `${item.duration}\u00a0s` : "", when]
+      : [when, formatBytes(item.size)];
+    const meta = el("div", { className: "card-meta", id: metaId },
+      el("p", { className: "card-title", text: title }),
+      el("p", { className: "card-facts", text: facts.filter(Boolean).join(" · ") }));
+    if (isVideo) meta.append(sourceThumb(item));
     const actions = el("div", { className: "card-actions" });
     if (item.kind === "image") {
       const animate = el("button", { type: "button", className: "btn btn-primary animate-btn",
@@ -630,6 +685,7 @@
   async function refreshLibrary(opts = {}) {
     const body = await api("GET", "/api/library");
     const items = Array.isArray(body.items) ? body.items : [];
+    state.items = new Map(items.map((i) => [i.key, i]));
     const grid = $("library-grid");
     const wanted = new Set(items.map((i) => i.key));
     for (const [key, card] of state.cards) {
@@ -640,11 +696,15 @@
       if (!card) {
         card = makeCard(item, i);
         state.cards.set(item.key, card);
-      } else if (opts.renewFailed) {
+      } else if (item.posterUrl && card.querySelector("video:not([poster])")) {
+        card.querySelector("video").poster = item.posterUrl;
+      }
+      if (card && opts.renewFailed) {
         const media = card.querySelector(".media");
         if (media && media.dataset.failed === "true") {
           delete media.dataset.failed;
           media.src = item.url;
+          if (item.posterUrl) media.poster = item.posterUrl;
           const link = card.querySelector("a[download]");
           if (link) link.href = item.url;
         }
@@ -803,12 +863,16 @@
         schedulePoll(0);
       }
     });
-    try {
-      const me = await api("GET", "/api/me", { noSignOut: true });
-      await signedIn(me);
-    } catch (err) {
-      showView(false);
-      if (err.status !== 401) toastError(err);
+    if (document.body.dataset.signedIn !== "true") {
+      showView(false); // no session cookie: no request that could only answer 401
+    } else {
+      try {
+        const me = await api("GET", "/api/me", { noSignOut: true });
+        await signedIn(me);
+      } catch (err) {
+        showView(false);
+        if (err.status !== 401) toastError(err);
+      }
     }
     document.body.dataset.ready = "true";
   }
