@@ -768,8 +768,10 @@
   const DELIVERY_REFRESH_MS = 10000;
   const DELIVERY_JOBS = 5;
 
-  function setWebhook(url, secret) {
-    $("webhook-url").value = url || "";
+  function setWebhook(url, secret, { keepTyped = false } = {}) {
+    const field = $("webhook-url");
+    // A late load must not wipe what the user is typing into the field.
+    if (!(keepTyped && (document.activeElement === field || field.value))) field.value = url || "";
     $("webhook-rotate").disabled = !url;
     $("webhook-remove").disabled = !url;
     $("webhook-secret").textContent = secret || "";
@@ -779,10 +781,10 @@
   async function loadWebhook() {
     try {
       const hook = await api("GET", "/api/webhook");
-      setWebhook(hook.url, null);
+      setWebhook(hook.url, null, { keepTyped: true });
     } catch (err) {
       if (err.status !== 404) throw err;
-      setWebhook("", null);
+      setWebhook("", null, { keepTyped: true });
     }
     await refreshDeliveries();
   }
