@@ -5,6 +5,7 @@ and the Store reconnects by itself once the server is back."""
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -97,3 +98,40 @@ def test_credentials_are_accepted_and_ignored(surreal_server: Any) -> None:
     store = Store.open(DatabaseConfig(surreal_server.url, user="root", password="root"))
     assert store.db.query("RETURN 1;") == [1]
     store.close()
+
+
+def test_first_call_after_a_restart_succeeds(surreal_server: Any,
+                                             networked_store: Store) -> None:
+    """A connection closed while idle (server restarted between calls) is replaced before
+    anything is sent on it: no caller sees the restart."""
+    user = networked_store.users.create("idle@example.com", None, credits=4)
+    surreal_server.kill()
+    surreal_server.start()
+    deadline = time.monotonic() + 10  # the client notices the closed socket at once
+    conn = networked_store.db._local.conn
+    while conn.socket.state.name == "OPEN" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert networked_store.users.credits(user["id"]) == 4
+
+
+def test_a_failed_connection_is_closed(surreal_server: Any, networked_store: Store) -> None:
+    """Dropping a thread's connection after an error closes it (no leaked socket and
+    reader threads), and close() releases every thread's connection."""
+    first = networked_store.db._local.conn
+    surreal_server.kill()
+    with pytest.raises(StoreUnavailable):
+        networked_store.db.query("RETURN 1;")
+    assert first.socket is None  # closed by the store, not merely forgotten
+    surreal_server.start()
+    assert networked_store.db.query("RETURN 1;") == [1]
+    opened: list[Any] = []
+
+    def other_thread() -> None:
+        networked_store.db.query("RETURN 2;")
+        opened.append(networked_store.db._local.conn)
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    t.join(timeout=30)
+    networked_store.close()
+    assert opened and opened[0].socket is None
