@@ -46,9 +46,17 @@ def make_celery(settings: Settings, broker_url: str | None = None) -> Celery:
         worker_prefetch_multiplier=1,
         broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
         broker_connection_retry_on_startup=True,
+        # Ride out a Redis outage of any length (the default gives up after 100 tries and
+        # the worker exits). The worker line also runs --without-gossip: Celery's Gossip
+        # step, restarted after a lost broker connection, closes its channel on the dead
+        # connection and kombu's Redis transport fails in `_connparams` (AttributeError
+        # 'NoneType' ... 'hostname'), which can end the worker. Nothing here uses gossip.
+        broker_connection_max_retries=None,
         worker_send_task_events=True,
         task_send_sent_event=True,
         worker_hijack_root_logger=False,
+        # Two beats may run: only the holder of a Redis lock sends (workers/beat.py).
+        beat_scheduler="workers.beat:LockedScheduler",
         beat_schedule={"sweep": {"task": SWEEP_TASK, "schedule": 1.0,
                                  "options": {"expires": 5}}},
     )
