@@ -81,6 +81,8 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--threads", type=int, default=16, help="gunicorn gthread threads")
     parser.add_argument("--store", choices=("embedded", "ws"), default="embedded")
+    parser.add_argument("--test-server-engine", choices=("surrealkv", "mem"),
+                        default="surrealkv", help="the test server's engine (--store ws)")
     parser.add_argument("--web-processes", default=None,
                         help="comma-separated gunicorn process counts (default: 1 embedded, "
                         "1,2 on ws)")
@@ -94,21 +96,23 @@ def main() -> int:
     rows: list[tuple[int, dict[str, dict]]] = []
     for n in counts:
         rows.append((n, run_one(args, n)))
-    where = "embedded SurrealKV" if args.store == "embedded" else (
-        "SurrealDB over ws:// (" + ("SURREALDB_TEST_URL" if os.environ.get(
-            "SURREALDB_TEST_URL") else "test server: embedded engine behind /rpc") + ")")
+    server = ("SURREALDB_TEST_URL" if os.environ.get("SURREALDB_TEST_URL") else
+              f"test server: embedded {args.test_server_engine} engine behind /rpc")
+    where = ("embedded SurrealKV" if args.store == "embedded"
+             else f"SurrealDB over ws:// ({server})")
     print(f"\n{args.connections} connections, {args.seconds} s each, gunicorn gthread x "
           f"{args.threads} threads, {where}, {os.cpu_count()} cores\n")
     print("| web processes | endpoint | req/s | p50 ms | p95 ms | p99 ms | errors "
-          "| vs /healthz req/s | vs /healthz p99 |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| vs /healthz req/s | vs /healthz p99 | CPU (cores): web / store / redis |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     verdicts = []
     for n, results in rows:
         ref = results["GET /healthz (reference)"]
         for name, r in results.items():
             print(f"| {n} | {name} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
                   f"{r['p99_ms']:.1f} | {r['errors'] + r['non2xx']} | "
-                  f"{100 * r['rps'] / ref['rps']:.0f} % | {r['p99_ms'] / ref['p99_ms']:.1f}x |")
+                  f"{100 * r['rps'] / ref['rps']:.0f} % | {r['p99_ms'] / ref['p99_ms']:.1f}x | "
+                  f"{_cpu_cell(r['cpu'])} |")
         post, status = (results["POST /api/templates/video"],
                         results["GET /api/templates/video/status"])
         status_share = 0.6 if args.store == "ws" else 0.7
@@ -122,6 +126,10 @@ def main() -> int:
     for line in verdicts:
         print(line)
     return 0
+
+
+def _cpu_cell(cpu: dict[str, float]) -> str:
+    return " / ".join(f"{cpu[g]:.2f}" if g in cpu else "-" for g in ("web", "store", "redis"))
 
 
 def run_one(args: argparse.Namespace, web_processes: int) -> dict[str, dict]:
@@ -141,7 +149,8 @@ def run_one(args: argparse.Namespace, web_processes: int) -> dict[str, dict]:
             sys.path.insert(0, str(ROOT))
             from tests.support.surreal_server import SurrealServer
 
-            surreal = SurrealServer(work / "surreal").start()
+            surreal = SurrealServer(
+                work / "surreal" if args.test_server_engine == "surrealkv" else None).start()
             store_url = surreal.url
     env = {**os.environ, "SECRET_KEY": "bench-secret", "SURREALDB_URL": store_url,
            "SURREALDB_DATABASE": database, "STORAGE_DIR": str(work / "storage"),
@@ -188,8 +197,16 @@ def run_one(args: argparse.Namespace, web_processes: int) -> dict[str, dict]:
         # Warm-up: every process and thread opens its store connection first.
         wrk(base + "/api/templates/video/status?jobId=" + job_id,
             f'wrk.headers["Cookie"] = "{cookie}"\n', 2, args.connections, work)
-        return {name: wrk(url, lua, args.seconds, args.connections, work)
-                for name, (url, lua) in scenarios.items()}
+        groups = {"web": [procs[-1].pid], "redis": [procs[0].pid]}
+        if surreal is not None and surreal.pid is not None:
+            groups["store"] = [surreal.pid]
+        results = {}
+        for name, (url, lua) in scenarios.items():
+            before = {g: _cpu_seconds(pids) for g, pids in groups.items()}
+            results[name] = wrk(url, lua, args.seconds, args.connections, work)
+            results[name]["cpu"] = {g: (_cpu_seconds(pids) - before[g]) / results[name]["seconds"]
+                                    for g, pids in groups.items()}
+        return results
     finally:
         for p in reversed(procs):
             p.send_signal(signal.SIGTERM)
@@ -200,6 +217,29 @@ def run_one(args: argparse.Namespace, web_processes: int) -> dict[str, dict]:
         if surreal is not None:
             surreal.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _cpu_seconds(roots: list[int]) -> float:
+    """CPU time used so far by these processes and their children (gunicorn's workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    stats: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid = int(entry.name), int(fields[1])
+        children.setdefault(ppid, []).append(pid)
+        stats[pid] = (int(fields[11]) + int(fields[12])) / tick
+    total, todo = 0.0, list(roots)
+    while todo:
+        pid = todo.pop()
+        total += stats.get(pid, 0.0)
+        todo.extend(children.get(pid, []))
+    return total
 
 
 def _tiny_png() -> bytes:
