@@ -11,7 +11,6 @@ from typing import Any
 
 from flask import Flask, g, request
 from flask.sessions import SecureCookieSessionInterface
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.config import Settings
 
@@ -59,14 +58,16 @@ def register_config(app: Flask, settings: Settings) -> None:
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.session_interface = _SessionInterface()
-    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
+    from app.api.security import register_security
+
+    register_security(app, settings)
 
 
 def register_services(app: Flask, settings: Settings, store: Any, storage: Any, celery: Any,
                       redis_client: Any) -> None:
     from app.api.base import Services
     from app.queue import Enqueuer, make_producer
-    from app.ratelimit import RateLimiter
+    from app.ratelimit import LoginThrottle, RateLimiter
     from app.storage import build_storage
     from app.store import DatabaseConfig, Store
 
@@ -85,13 +86,20 @@ def register_services(app: Flask, settings: Settings, store: Any, storage: Any, 
 
         redis_client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=0.5,
                                             socket_timeout=0.5)
+    from app.sessions import SessionVersions
     from app.status_cache import StatusCache
+    from app.webhook_secrets import SecretBox
 
     status_cache = store.use_status_cache(StatusCache(redis_client))
+    enqueuer = Enqueuer(celery)
+    store.on_new_delivery(enqueuer.deliver)  # failures and cancels end in the API too
     app.extensions["videojobs"] = Services(
-        settings=settings, store=store, storage=storage, enqueuer=Enqueuer(celery),
+        settings=settings, store=store, storage=storage, enqueuer=enqueuer,
         limiter=RateLimiter(settings.rate_limit_per_minute, redis_client),
-        status_cache=status_cache)
+        status_cache=status_cache, sessions=SessionVersions(store, redis_client),
+        login_limiter=LoginThrottle(settings.login_limit_per_account,
+                                    settings.login_limit_per_address, redis_client),
+        secret_box=SecretBox(app.config["SECRET_KEY"]))
     app.extensions["videojobs.storage"] = storage
 
 
@@ -99,11 +107,20 @@ def register_api(app: Flask, settings: Settings) -> None:
     from flask_smorest import Api
 
     from app import dashboard
-    from app.api import auth, docs, files, health, library, templates, video, webhooks
+    from app.api import auth, docs, files, health, library, outbound, templates, video, webhooks
     from app.api.errors import register_error_handlers
+    from app.api.schemas import ApiErrorSchema
 
-    api = Api(app)
-    for blueprint in (auth.bp, templates.bp, video.bp, library.bp):
+    class _Api(Api):  # type: ignore[misc]
+        # Errors documented per operation in our one shape, no catch-all "default".
+        ERROR_SCHEMA = ApiErrorSchema
+        DEFAULT_ERROR_RESPONSE_NAME = None
+
+    api = _Api(app)
+    from app.api.schemas import DurationField
+
+    api.register_field(DurationField, None, None)  # documented as string-or-integer
+    for blueprint in (auth.bp, templates.bp, video.bp, library.bp, outbound.bp):
         api.register_blueprint(blueprint)
     app.register_blueprint(health.bp)
     app.register_blueprint(files.bp)

@@ -104,6 +104,43 @@ def cmd_tokens_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _webhook_secret_key(args: argparse.Namespace) -> str:
+    """SECRET_KEY, or (embedded defaults) the key `videojobs up` keeps in the data dir."""
+    settings = _settings(args)
+    if settings.secret_key:
+        return settings.secret_key
+    from pathlib import Path
+
+    from app.oneprocess import _secret_key
+
+    base = Path(getattr(args, "data_dir", None) or "var").resolve()
+    base.mkdir(parents=True, exist_ok=True)
+    return _secret_key(base)
+
+
+def cmd_webhooks_set(args: argparse.Namespace) -> int:
+    from app import outbound
+    from app.errors import ApiError
+    from app.webhook_secrets import SecretBox
+
+    box = SecretBox(_webhook_secret_key(args))
+    allow_private = _settings(args).allow_private_webhooks
+    store = _store(args)
+    try:
+        user = store.users.get_by_email(args.email.strip().lower())
+        if user is None:
+            raise CommandError(f"no user with email {args.email}")
+        endpoint = outbound.set_endpoint(store, box, user["id"], user["email"], args.url,
+                                         allow_private)
+    except ApiError as exc:
+        reasons = "; ".join(m for msgs in (exc.details or {}).values() for m in msgs)
+        raise CommandError(f"cannot use {args.url!r} as a webhook URL: {reasons}") from None
+    finally:
+        store.close()
+    sys.stdout.write(endpoint.secret + "\n")
+    return 0
+
+
 def cmd_db_migrate(args: argparse.Namespace) -> int:
     store = _store(args)  # Store.open migrates
     store.close()
@@ -153,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     tokens = sub.add_parser("tokens", help="API tokens").add_subparsers(dest="sub", required=True)
     p = add(tokens, "create", cmd_tokens_create, "print a new API token")
     p.add_argument("email")
+
+    hooks = sub.add_parser("webhooks", help="outbound webhooks").add_subparsers(dest="sub",
+                                                                             required=True)
+    p = add(hooks, "set", cmd_webhooks_set,
+            "set a user's webhook URL and print its signing secret")
+    p.add_argument("email")
+    p.add_argument("url")
 
     db = sub.add_parser("db", help="the job store").add_subparsers(dest="sub", required=True)
     add(db, "migrate", cmd_db_migrate, "create or update the schema")

@@ -20,6 +20,12 @@
 | MAX_UPLOAD_BYTES | 20971520 |
 | MAX_VIDEO_BYTES | 524288000 |
 | ALLOW_PRIVATE_DOWNLOADS | false |
+| LOGIN_LIMIT_PER_ACCOUNT / LOGIN_LIMIT_PER_ADDRESS | 10 / 100 sign-in attempts per 5 minutes |
+| MAX_IMAGE_PIXELS | 40000000 |
+| TRUSTED_PROXY_COUNT | 0 (X-Forwarded-* headers ignored) |
+| METRICS_TOKEN | none (/metrics answers 404) |
+| ALLOW_PRIVATE_WEBHOOKS | false |
+| WEBHOOK_RETRY_DELAYS | 5,300,1800,7200,18000,36000,36000 (seconds; ~27.6 h in all) |
 | PORT | 8000 |
 """
 
@@ -72,6 +78,25 @@ def _str(env: Mapping[str, str], name: str) -> str | None:
     return raw.strip()
 
 
+# Outbound webhook retries: the wait after each failed attempt (Standard Webhooks' own
+# schedule); the last attempt comes ~27.6 h after the first, then the delivery gives up.
+DEFAULT_WEBHOOK_RETRY_DELAYS = (5, 300, 1800, 7200, 18000, 36000, 36000)
+
+
+def _delays(env: Mapping[str, str], name: str, default: tuple[float, ...]
+            ) -> tuple[float, ...]:
+    raw = _str(env, name)
+    if raw is None:
+        return default
+    try:
+        values = tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        raise SettingsError(f"{name} must be comma-separated seconds, got {raw!r}") from None
+    if any(v < 0 for v in values):
+        raise SettingsError(f"{name} must not contain negative delays, got {raw!r}")
+    return values
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting of SPEC section 9, typed; build with `Settings.from_env()`."""
@@ -99,7 +124,14 @@ class Settings:
     max_upload_bytes: int = 20 * 1024 * 1024
     max_video_bytes: int = 500 * 1024 * 1024
     allow_private_downloads: bool = False
+    allow_private_webhooks: bool = False
+    webhook_retry_delays: tuple[float, ...] = DEFAULT_WEBHOOK_RETRY_DELAYS
     port: int = 8000
+    login_limit_per_account: int = 10
+    login_limit_per_address: int = 100
+    max_image_pixels: int = 40_000_000
+    trusted_proxy_count: int = 0
+    metrics_token: str | None = field(default=None, repr=False)
     # Not in SPEC's table: the embedded one-process mode (`videojobs up`, tests) may run
     # without SECRET_KEY; everything else must have it.
     embedded: bool = False
@@ -146,7 +178,15 @@ class Settings:
             max_upload_bytes=_int(env, "MAX_UPLOAD_BYTES", 20 * 1024 * 1024, minimum=1),
             max_video_bytes=_int(env, "MAX_VIDEO_BYTES", 500 * 1024 * 1024, minimum=1),
             allow_private_downloads=_bool(env, "ALLOW_PRIVATE_DOWNLOADS", False),
+            allow_private_webhooks=_bool(env, "ALLOW_PRIVATE_WEBHOOKS", False),
+            webhook_retry_delays=_delays(env, "WEBHOOK_RETRY_DELAYS",
+                                         DEFAULT_WEBHOOK_RETRY_DELAYS),
             port=_int(env, "PORT", 8000, minimum=1),
+            login_limit_per_account=_int(env, "LOGIN_LIMIT_PER_ACCOUNT", 10),
+            login_limit_per_address=_int(env, "LOGIN_LIMIT_PER_ADDRESS", 100),
+            max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", 40_000_000, minimum=1),
+            trusted_proxy_count=_int(env, "TRUSTED_PROXY_COUNT", 0),
+            metrics_token=_str(env, "METRICS_TOKEN"),
             embedded=embedded,
         )
         settings.check()

@@ -7,12 +7,13 @@ gone (listed, retryable delete), never an unlisted object.
 
 from __future__ import annotations
 
-import io
 import logging
+import tempfile
 from collections.abc import Callable
 from typing import IO, Any
 
 from app.errors import ApiError, validation_error
+from app.images import check_image
 from app.jobs import iso
 from app.storage import (
     EXTENSIONS,
@@ -30,46 +31,39 @@ ALLOWED_IMAGES = ("image/png", "image/jpeg", "image/webp")
 _SNIFF_BYTES = 16
 
 
-class _Prefixed(io.RawIOBase):
-    """The bytes already read for sniffing, then the rest of the stream."""
-
-    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
-        self._head = head
-        self._rest = rest
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        if self._head:
-            if size is None or size < 0:
-                data, self._head = self._head + self._rest.read(), b""
-                return data
-            data, self._head = self._head[:size], self._head[size:]
-            return data
-        return self._rest.read(size)
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+def _spool(head: bytes, rest: IO[bytes], max_bytes: int) -> tuple[IO[bytes], int]:
+    """The upload in a temp file (memory up to 1 MiB), 413 as soon as it passes the cap."""
+    spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=1024 * 1024)  # noqa: SIM115
+    size = 0
+    chunk = head
+    while chunk:
+        size += len(chunk)
+        if size > max_bytes:
+            spool.close()
+            raise ApiError(413, "FILE_TOO_LARGE")
+        spool.write(chunk)
+        chunk = rest.read(1024 * 1024)
+    return spool, size
 
 
 def upload_image(store: Store, storage: Storage, user_id: str, stream: IO[bytes] | None,
-                 max_bytes: int) -> dict[str, Any]:
-    """Store an uploaded png/jpeg/webp under the user's library and record it."""
+                 max_bytes: int, max_pixels: int = 40_000_000) -> dict[str, Any]:
+    """Store an uploaded png/jpeg/webp under the user's library and record it; the image
+    is decoded first (app/images.py), so broken files, bombs and polyglots store nothing."""
     if stream is None:
         raise validation_error({"file": ["Missing data for required field."]})
     head = stream.read(_SNIFF_BYTES)
     content_type = sniff_image_type(head)
     if content_type not in ALLOWED_IMAGES:
         raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE")
-    key = library_key(user_id, EXTENSIONS[content_type])
-    try:
-        stored = storage.put_stream(key, _Prefixed(head, stream), content_type,
-                                    max_bytes=max_bytes)
-    except ObjectTooLarge:
-        raise ApiError(413, "FILE_TOO_LARGE") from None
+    spool, size = _spool(head, stream, max_bytes)
+    with spool:
+        check_image(spool, size, content_type, max_pixels)  # type: ignore[arg-type]
+        key = library_key(user_id, EXTENSIONS[content_type])
+        try:
+            stored = storage.put_stream(key, spool, content_type, max_bytes=max_bytes)
+        except ObjectTooLarge:
+            raise ApiError(413, "FILE_TOO_LARGE") from None
     try:
         store.library.add(key=key, user_id=user_id, kind="image", content_type=content_type,
                           size=stored.size)

@@ -16,12 +16,21 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from werkzeug.serving import WSGIRequestHandler
+
 from app.config import Settings
 
 log = logging.getLogger(__name__)
 
 DEMO_EMAIL = "demo@videojobs.local"
 DEMO_CREDITS = 5000
+
+
+class QuietVersionHandler(WSGIRequestHandler):
+    """Werkzeug's handler without the `Server: Werkzeug/x Python/y` version banner."""
+
+    def version_string(self) -> str:
+        return "videojobs"
 
 
 def _redis_reachable(url: str) -> bool:
@@ -93,7 +102,10 @@ def run_all_in_one(host: str = "127.0.0.1", port: int | None = None,
                                       settings.surrealdb_database))
     sandbox = None
     if settings.fal_key is None:
-        sandbox = SandboxProvider(queue_seconds=2.0, run_seconds=6.0, render=True)
+        # Its port and accepted requests live in the data directory, so the status URLs
+        # stored in jobs still answer after a crash and restart.
+        sandbox = SandboxProvider(queue_seconds=2.0, run_seconds=6.0, render=True,
+                                  state_dir=base / "sandbox")
         sandbox.start()
         # The sandbox serves its videos from loopback, so downloads from it are allowed.
         settings = settings.replace(fal_queue_url=sandbox.queue_url,
@@ -107,7 +119,7 @@ def run_all_in_one(host: str = "127.0.0.1", port: int | None = None,
     set_context(ctx)
     app = create_app(settings, store=store, storage=storage, celery=celery,
                      redis_client=None if broker != "memory://" else False)
-    server = make_server(host, port, app, threaded=True)
+    server = make_server(host, port, app, threaded=True, request_handler=QuietVersionHandler)
     stop = stop or threading.Event()
 
     def sweeper() -> None:
@@ -118,7 +130,7 @@ def run_all_in_one(host: str = "127.0.0.1", port: int | None = None,
                 log.exception("sweep failed")
 
     worker = start_worker(celery, pool="threads", concurrency=4, perform_ping_check=False,
-                          loglevel="INFO", queues=["control", "transfer"],
+                          loglevel="INFO", queues=["control", "transfer", "webhooks"],
                           shutdown_timeout=30)
     worker.__enter__()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per poll

@@ -17,11 +17,13 @@ SUBMIT_TASK = "videojobs.submit"
 CANCEL_TASK = "videojobs.cancel"
 FINALIZE_TASK = "videojobs.finalize"
 SWEEP_TASK = "videojobs.sweep"
+DELIVER_WEBHOOK_TASK = "videojobs.deliver_webhook"
 # Periodic tasks that run every second or so: Celery's per-run "received"/"succeeded"
 # lines (and beat's "Sending due task") for these are noise, dropped at INFO (app.logs).
 HEARTBEAT_TASKS = frozenset({SWEEP_TASK})
 CONTROL_QUEUE = "control"
 TRANSFER_QUEUE = "transfer"
+WEBHOOK_QUEUE = "webhooks"  # outbound webhooks: slow receivers never delay job control
 
 
 def make_producer(broker_url: str) -> Celery:
@@ -54,6 +56,10 @@ class Enqueuer:
             log.warning("broker unreachable, job left for the sweeper: %s",
                         type(exc).__name__, extra={"job_id": job_id, "task": name})
             return False
+
+    def deliver(self, delivery_id: str) -> bool:
+        """An outbound webhook delivery (its outbox row's id) to attempt now."""
+        return self._send(DELIVER_WEBHOOK_TASK, delivery_id, WEBHOOK_QUEUE)
 
     def submit(self, job_id: str) -> bool:
         return self._send(SUBMIT_TASK, job_id)

@@ -87,8 +87,10 @@ def apply_webhook(store: Store, queue: FinalizeQueue, job_hint: str | None,
     if job["status"] in jobs.TERMINAL or job.get("phase") not in AT_PROVIDER:
         return "duplicate"
     if not job.get("fal_request_id"):
+        # fal's signed callback proves it accepted the job: the `processing` event.
         job = store.jobs.update_if(job["id"], (jobs.PROCESSING,),
-                                   {"fal_request_id": request_id}, phases=AT_PROVIDER) or job
+                                   {"fal_request_id": request_id}, phases=AT_PROVIDER,
+                                   event=jobs.PROCESSING) or job
     if ok and (video_url or job.get("fal_response_url")):
         return "completed" if provider_completed(store, queue, job, video_url) else "duplicate"
     if ok:

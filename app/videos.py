@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from app import jobs
+from app import jobs, outbound
 from app.errors import ApiError, validation_error
 from app.ids import is_valid_id, new_id
 from app.metrics import CREDITS_CHARGED, JOBS_CREATED
@@ -53,10 +53,13 @@ class Started:
 
 def request_hash(body: Mapping[str, Any]) -> str:
     """Canonical hash of the validated body: same key + same hash = a retry."""
-    canonical = json.dumps(
-        {"templateSlug": body["templateSlug"], "startKey": body["startKey"],
-         "duration": body["duration"], "variables": body.get("variables") or {}},
-        sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    fields: dict[str, Any] = {
+        "templateSlug": body["templateSlug"], "startKey": body["startKey"],
+        "duration": body["duration"], "variables": body.get("variables") or {}}
+    for name in ("webhookUrl", "webhookEvents"):  # only when sent: older hashes stay valid
+        if body.get(name) is not None:
+            fields[name] = body[name]
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -90,7 +93,8 @@ def load_template(store: Store, slug: str) -> VideoTemplate:
 
 
 def start_video(store: Store, enqueuer: Enqueuer, caller: Caller, body: Mapping[str, Any],
-                idempotency_key: str | None, timeout_seconds: int) -> Started:
+                idempotency_key: str | None, timeout_seconds: int,
+                allow_private_webhooks: bool = False) -> Started:
     """Validate, charge and record a job in one transaction, then enqueue its submit."""
     key = check_idempotency_key(idempotency_key)
     digest = request_hash(body)
@@ -111,6 +115,9 @@ def start_video(store: Store, enqueuer: Enqueuer, caller: Caller, body: Mapping[
     except VariableError as exc:
         details.update(exc.details)
         variables = {}
+    webhook_url, webhook_events, webhook_details = outbound.job_target(
+        store, caller.user_id, body, allow_private_webhooks)
+    details.update(webhook_details)
     if details:
         raise validation_error(details)
 
@@ -129,6 +136,7 @@ def start_video(store: Store, enqueuer: Enqueuer, caller: Caller, body: Mapping[
         model=template.model, prompt=prompt, negative_prompt=negative_prompt,
         start_key=start_key, duration=duration, variables=variables, credits=credits,
         timeout_seconds=timeout_seconds, idempotency_key=key, request_hash=digest if key else None,
+        webhook_url=webhook_url, webhook_events=webhook_events,
     )
     try:
         store.jobs.create_with_charge(job)

@@ -24,10 +24,15 @@ def test_readyz_names_a_dead_broker(settings: Any, store: Any) -> None:
     assert resp.get_json()["checks"]["broker"].startswith("unavailable")
 
 
-def test_metrics_count_requests_jobs_and_credits(make_user: Any, client: Any) -> None:
-    user = make_user()
+def test_metrics_count_requests_jobs_and_credits(settings: Any, store: Any,
+                                                 templates_loaded: None) -> None:
+    from tests.conftest import UserSession
+
+    app = create_app(settings.replace(metrics_token="m-token"), store=store)
+    user = UserSession(app, store, "metrics@example.com", 1000)
     assert user.start(user.upload()).status_code == 200
-    text = client.get("/metrics").get_data(as_text=True)
+    text = app.test_client().get("/metrics", headers={"Authorization": "Bearer m-token"}
+                                 ).get_data(as_text=True)
     assert "videojobs_http_requests_total" in text
     assert 'route="/api/templates/video"' in text
     assert "videojobs_http_request_seconds_bucket" in text

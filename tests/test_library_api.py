@@ -11,8 +11,17 @@ import pytest
 from app.store import Store
 from tests.conftest import make_png
 
-JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01" + b"\x00" * 200 + b"\xff\xd9"
-WEBP = b"RIFF\x24\x00\x00\x00WEBPVP8 " + b"\x00" * 200
+
+def _encoded(fmt: str) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (16, 9), (200, 40, 90)).save(out, fmt)
+    return out.getvalue()
+
+
+JPEG = _encoded("JPEG")
+WEBP = _encoded("WEBP")
 
 
 def files_under(root: Path) -> list[Path]:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import pytest
 import requests
@@ -90,7 +91,7 @@ def test_up_runs_a_demo_animation_end_to_end(tmp_path: Path, up_env: dict[str, s
         assert started.status_code == 200
         body = wait_status(s, up.base, started.json()["jobId"], ("completed", "failed"))
         assert body["status"] == "completed", body
-        video = s.get(body["url"], timeout=10)
+        video = s.get(urljoin(up.base, body["url"]), timeout=10)
         assert video.status_code == 200 and video.content[4:8] == b"ftyp"
         assert s.get(up.base + "/api/me").json()["credits"] == 4500
 
@@ -202,5 +203,43 @@ def test_kill_9_while_storing_then_restart_completes_once(
         assert store.ledger.sum_for_user(user["id"]) == 4500
         videos = [i for i in store.library.list_for_user(user["id"]) if i["kind"] == "video"]
         assert [v["job_id"] for v in videos] == [job_id]
+    finally:
+        store.close()
+
+
+def test_kill_9_with_the_bundled_sandbox_then_restart_every_job_completes(
+        tmp_path: Path, up_env: dict[str, str]) -> None:
+    """The sandbox inside `videojobs up` dies with it: it must come back on the same port
+    with the requests it had accepted, or the stored status URLs are dead."""
+    env = {**up_env, "STATUS_CHECK_INTERVAL": "2"}
+    data = tmp_path / "data"
+    up = Up(data, env)
+    s = up.session()
+    key = s.get(up.base + "/api/library").json()["items"][0]["key"]
+    job_ids = [s.post(up.base + "/api/templates/video", json={
+        "templateSlug": "night-life-roller", "startKey": key}).json()["jobId"]
+        for _ in range(5)]
+    for job_id in job_ids:
+        wait_status(s, up.base, job_id, ("processing",), timeout=60)
+    port = int((data / "sandbox" / "port").read_text())
+    up.stop(signal.SIGKILL)  # while the sandbox is generating
+    assert len(list((data / "sandbox" / "requests").glob("*.json"))) == 5
+
+    up = Up(data, env)
+    try:
+        assert int((data / "sandbox" / "port").read_text()) == port
+        s = up.session()
+        finals = [wait_status(s, up.base, j, ("completed", "failed"), timeout=120)
+                  for j in job_ids]
+        assert [f["status"] for f in finals] == ["completed"] * 5, finals
+        video = s.get(urljoin(up.base, finals[0]["url"]), timeout=10)
+        assert video.status_code == 200 and video.content[4:8] == b"ftyp"
+    finally:
+        up.stop()
+    store = Store.open(DatabaseConfig(f"surrealkv://{data / 'db'}"))
+    try:
+        user = store.users.get_by_email("demo@videojobs.local")
+        assert user is not None
+        assert store.ledger.sum_for_user(user["id"]) == user["credits"] == 5000 - 5 * 500
     finally:
         store.close()

@@ -372,7 +372,7 @@ def test_status_for_each_state(make_user: Any, store: Store) -> None:
                                                        "result_key": video_key})
     completed = status(job_ids[2])
     assert completed["status"] == "completed" and completed["key"] == video_key
-    assert completed["credits"] == COST and completed["url"].startswith("http")
+    assert completed["credits"] == COST and completed["url"].startswith("/files/")
     download = user.client.get(completed["url"].replace("http://localhost", ""))
     assert download.status_code == 200
     assert download.data == b"\x00\x00\x00\x18ftypmp42fake"

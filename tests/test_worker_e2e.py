@@ -88,7 +88,7 @@ def make_stack(tmp_path: Path, redis_url: str, redis_client: Any, store: Store,
         stack = Stack(settings, store, sandbox, sweep_every, storage)
         worker = start_worker(stack.celery, pool="threads", concurrency=4,
                               perform_ping_check=False, loglevel="WARNING",
-                              queues=["control", "transfer"])
+                              queues=["control", "transfer", "webhooks"])
         worker.__enter__()
         started.append(worker)
         if sweep_every is not None:

@@ -1,6 +1,6 @@
 """The Celery app, configured from Settings: queues, routes, events for Flower, beat.
 
-    celery -A workers.celery_app:celery worker --queues control,transfer -E
+    celery -A workers.celery_app:celery worker --queues control,transfer,webhooks -E
     celery -A workers.celery_app:celery beat
 """
 
@@ -15,10 +15,12 @@ from app.config import Settings
 from app.queue import (
     CANCEL_TASK,
     CONTROL_QUEUE,
+    DELIVER_WEBHOOK_TASK,
     FINALIZE_TASK,
     SUBMIT_TASK,
     SWEEP_TASK,
     TRANSFER_QUEUE,
+    WEBHOOK_QUEUE,
 )
 
 # Longer than any task's hard time limit, so Redis never redelivers a task still running.
@@ -42,7 +44,8 @@ def make_celery(settings: Settings, broker_url: str | None = None) -> Celery:
         task_routes={FINALIZE_TASK: {"queue": TRANSFER_QUEUE},
                      SUBMIT_TASK: {"queue": CONTROL_QUEUE},
                      SWEEP_TASK: {"queue": CONTROL_QUEUE},
-                     CANCEL_TASK: {"queue": CONTROL_QUEUE}},
+                     CANCEL_TASK: {"queue": CONTROL_QUEUE},
+                     DELIVER_WEBHOOK_TASK: {"queue": WEBHOOK_QUEUE}},
         # Every task re-reads the record and acts by compare-and-set, so redelivery after a
         # crash is safe: acknowledge only when done.
         task_acks_late=True,

@@ -23,6 +23,7 @@ class WorkerContext:
     fal: Any  # app.fal.FalClient
     enqueuer: Enqueuer
     owner: str  # this process's lease-owner name
+    secret_box: Any = None  # app.webhook_secrets.SecretBox (None without SECRET_KEY)
     last_housekeeping: float = 0.0  # monotonic time of the sweep's last full scan
     pid: int = field(default_factory=os.getpid)  # the process it was built in
 
@@ -59,10 +60,15 @@ def build_context(settings: Settings, celery: Any, *, store: Store | None = None
             redis_client = redis.Redis.from_url(broker, socket_connect_timeout=0.5,
                                                 socket_timeout=0.5)
         store.use_status_cache(StatusCache(redis_client))
+    from app.webhook_secrets import SecretBox
+
+    enqueuer = Enqueuer(celery)
+    store.on_new_delivery(enqueuer.deliver)
     return WorkerContext(
         settings=settings, store=store, storage=storage or build_storage(settings),
         fal=FalClient(settings.fal_queue_url, settings.fal_key or "sandbox:sandbox"),
-        enqueuer=Enqueuer(celery), owner=worker_name())
+        enqueuer=enqueuer, owner=worker_name(),
+        secret_box=SecretBox(settings.secret_key) if settings.secret_key else None)
 
 
 def set_context(context: WorkerContext | None) -> None:

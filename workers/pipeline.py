@@ -34,8 +34,9 @@ from app.fal import (
 )
 from app.metrics import JOBS_FINISHED
 from app.storage import LocalStorage, job_video_key
-from app.store.jobs import NONE, NOW, Expr, now_plus
+from app.store.jobs import NONE, NOW, OUTBOX_DISPATCH_GRACE_SECONDS, Expr, now_plus
 from app.tracking import AT_PROVIDER, fail_job, provider_completed, record_status
+from workers import webhook_delivery
 from workers.context import WorkerContext
 from workers.transfer import (
     PermanentTransferError,
@@ -149,7 +150,7 @@ def submit_job(ctx: WorkerContext, job_id: str) -> None:
         "fal_response_url": submission.response_url, "fal_cancel_url": submission.cancel_url,
         "queue_position": submission.queue_position, "lease_owner": NONE, "lease_until": NONE,
         "next_check_at": now_plus(check_gap(ctx.settings))},
-        phases=("submitting",), owner=ctx.owner)
+        phases=("submitting",), owner=ctx.owner, event=jobs.PROCESSING)
     if saved is None:
         current = store.jobs.get(job_id) or {}
         if current.get("fal_request_id") == submission.request_id:
@@ -230,6 +231,7 @@ class SweepReport:
     unknown: int = 0
     finalize_resent: int = 0
     cancels: int = 0
+    webhooks_sent: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -240,6 +242,8 @@ def sweep(ctx: WorkerContext, pool: ThreadPoolExecutor | None = None) -> SweepRe
         ctx.last_housekeeping = time.monotonic()
         _housekeeping(ctx, report)
     _status_checks(ctx, report, pool)
+    # Every sweep (one indexed query): a retry is sent within about a second of its time.
+    report.webhooks_sent = webhook_delivery.resend_due(ctx, OUTBOX_DISPATCH_GRACE_SECONDS)
     return report
 
 
@@ -348,7 +352,7 @@ def finalize_job(ctx: WorkerContext, job_id: str) -> None:
     done = store.jobs.update_if(job_id, (jobs.PROCESSING,), {
         "status": jobs.COMPLETED, "result_key": key, "completed_at": NOW, "phase": NONE,
         "lease_owner": NONE, "lease_until": NONE, "next_check_at": NONE},
-        phases=("finalizing",), owner=ctx.owner)
+        phases=("finalizing",), owner=ctx.owner, event=jobs.COMPLETED)
     if done is None:
         # Cancelled or timed out (and refunded) meanwhile: leave no orphan behind.
         store.library.delete(key)

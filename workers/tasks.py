@@ -7,9 +7,9 @@ import logging
 
 from celery import shared_task
 
-from app.queue import CANCEL_TASK, FINALIZE_TASK, SUBMIT_TASK, SWEEP_TASK
+from app.queue import CANCEL_TASK, DELIVER_WEBHOOK_TASK, FINALIZE_TASK, SUBMIT_TASK, SWEEP_TASK
 from app.store.errors import StoreUnavailable
-from workers import pipeline
+from workers import pipeline, webhook_delivery
 from workers.celery_app import FINALIZE_TIME_LIMIT
 from workers.context import get_context
 
@@ -35,9 +35,17 @@ def cancel(job_id: str) -> None:
     pipeline.cancel_at_provider(get_context(), job_id)
 
 
+@shared_task(name=DELIVER_WEBHOOK_TASK, time_limit=60)
+def deliver_webhook(delivery_id: str) -> None:
+    # No task-level retry: the outbox row is the schedule, and the sweeper re-sends it.
+    webhook_delivery.deliver(get_context(), delivery_id)
+
+
 @shared_task(name=SWEEP_TASK, time_limit=300)
 def sweep() -> None:
     report = pipeline.sweep(get_context())
-    if report.checked or report.resent or report.timed_out or report.unknown:
-        log.info("sweep: %d checked, %d resent, %d timed out, %d outcome unknown",
-                 report.checked, report.resent, report.timed_out, report.unknown)
+    if report.checked or report.resent or report.timed_out or report.unknown \
+            or report.webhooks_sent:
+        log.info("sweep: %d checked, %d resent, %d timed out, %d outcome unknown, "
+                 "%d webhook deliveries sent", report.checked, report.resent,
+                 report.timed_out, report.unknown, report.webhooks_sent)

@@ -11,7 +11,7 @@ from flask import Flask, Response, jsonify, request, session
 
 from app.api.base import Blueprint, Principal, principal, require_auth, require_json, services
 from app.api.errors import ApiError
-from app.api.schemas import AccountSchema, ApiErrorSchema, LoginSchema
+from app.api.schemas import AccountSchema, LoginSchema
 from app.passwords import verify_password
 
 bp = Blueprint("auth", __name__, url_prefix="/api", description="Sign in and the caller's account")
@@ -50,10 +50,12 @@ def resolve_principal() -> Principal | None:
     token = _bearer_token()
     if token is not None:
         return _principal_for_token(token)
-    uid, email = session.get("uid"), session.get("email")
-    if isinstance(uid, str) and isinstance(email, str):
-        return Principal(uid, email, "session")
-    return None
+    uid, email, version = session.get("uid"), session.get("email"), session.get("sv", 0)
+    if not (isinstance(uid, str) and isinstance(email, str) and isinstance(version, int)):
+        return None
+    if services().sessions.current(uid) != version:  # logged out, new password, or gone
+        return None
+    return Principal(uid, email, "session")
 
 
 def _origin_of(url: str) -> str | None:
@@ -99,10 +101,14 @@ def _account(user_id: str) -> dict[str, Any]:
 @require_json
 @bp.arguments(LoginSchema)
 @bp.response(200, AccountSchema)
-@bp.alt_response(401, schema=ApiErrorSchema, description="INVALID_CREDENTIALS")
+@bp.errors(400, 401, 403, 415, 429, 503, _401="INVALID_CREDENTIALS")
 def login(body: dict[str, str]) -> Response:
-    """Sign in; sets the HttpOnly session cookie."""
+    """Sign in; sets the HttpOnly session cookie. Attempts are throttled per account and
+    per client address (429 RATE_LIMITED with Retry-After)."""
     email = body["email"].strip().lower()
+    verdict = services().login_limiter.hit(email, request.remote_addr)
+    if not verdict.allowed:
+        raise ApiError(429, "RATE_LIMITED", headers={"Retry-After": str(verdict.retry_after)})
     user = services().store.users.get_by_email(email)
     if not verify_password(user["password_hash"] if user else None, body["password"]):
         raise ApiError(401, "INVALID_CREDENTIALS")
@@ -111,13 +117,18 @@ def login(body: dict[str, str]) -> Response:
     session.permanent = True
     session["uid"] = user["id"]
     session["email"] = user["email"]
+    session["sv"] = int(user.get("session_version") or 0)
     return jsonify({"email": user["email"], "credits": user["credits"]})
 
 
 @bp.route("/auth/logout", methods=["POST"])
 @bp.response(204)
+@bp.errors(403, 503)
 def logout() -> Response:
-    """Forget the session cookie."""
+    """End the session: this cookie and every copy of it (all of the user's sessions)."""
+    who = resolve_principal() if _bearer_token() is None else None
+    if who is not None:
+        services().sessions.end_all(who.user_id)
     session.clear()
     return Response(status=204)
 
@@ -125,7 +136,7 @@ def logout() -> Response:
 @bp.route("/me", methods=["GET"])
 @require_auth
 @bp.response(200, AccountSchema)
-@bp.alt_response(401, schema=ApiErrorSchema)
+@bp.errors(401, 503)
 def me() -> Response:
     """The caller's email and credit balance."""
     return jsonify(_account(principal().user_id))

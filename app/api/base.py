@@ -10,9 +10,11 @@ from typing import Any, NoReturn, TypeVar, cast
 
 from flask import current_app, g, request
 from flask_smorest import Blueprint as SmorestBlueprint
-from webargs.flaskparser import FlaskParser
+from webargs import core as webargs_core
+from webargs.flaskparser import FlaskParser, is_json_request
 
-from app.api.errors import ApiError, flatten_messages
+from app.api.bodies import MAX_JSON_BYTES, parse_json
+from app.api.errors import ApiError, flatten_messages, validation_error
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,13 +31,54 @@ class _Parser(FlaskParser):
                 messages = inner
         raise ApiError(400, "VALIDATION_ERROR", flatten_messages(messages))
 
+    def _raw_load_json(self, req: Any) -> Any:
+        """Bodies go through `parse_json` (size, depth, string limits), never bare json."""
+        if not is_json_request(req):
+            return webargs_core.missing
+        if (req.content_length or 0) > MAX_JSON_BYTES:
+            raise validation_error({"_body": [f"Body is larger than {MAX_JSON_BYTES} bytes."]})
+        raw = req.get_data(cache=True)
+        return parse_json(raw) if raw else webargs_core.missing
+
     def _handle_invalid_json_error(self, error: Any, req: Any, *args: Any,
                                    **kwargs: Any) -> NoReturn:
         raise ApiError(400, "VALIDATION_ERROR", {"_body": ["Invalid JSON."]})
 
 
+_ERRORS = {
+    400: "VALIDATION_ERROR (details per field)",
+    401: "UNAUTHORIZED (or INVALID_CREDENTIALS at login)",
+    402: "INSUFFICIENT_CREDITS",
+    403: "CSRF_REJECTED: a cookie-authenticated write from another origin",
+    404: "Not found",
+    409: "Conflict",
+    413: "FILE_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "RATE_LIMITED",
+    503: "SERVICE_UNAVAILABLE: the job store is unreachable",
+}
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying",
+                                "schema": {"type": "integer"}}}
+
+
 class Blueprint(SmorestBlueprint):
     ARGUMENTS_PARSER = _Parser()
+    ARGUMENTS_PARSER.DEFAULT_VALIDATION_STATUS = 400
+
+    def errors(self, *statuses: int, **descriptions: str) -> Callable[[F], F]:
+        """Declare the error answers an operation can give, all in the one error shape
+        (`{"error", "details"?, "message"?}`); `descriptions` override by `_<status>`."""
+        from app.api.schemas import ApiErrorSchema
+
+        def decorator(view: F) -> F:
+            for status in statuses:
+                text = descriptions.get(f"_{status}", _ERRORS[status])
+                view = self.alt_response(
+                    status, schema=ApiErrorSchema, description=text,
+                    headers=_RETRY_AFTER if status in (429, 503) else None)(view)
+            return view
+
+        return decorator
 
 
 @dataclass(frozen=True)
@@ -48,6 +91,9 @@ class Services:
     enqueuer: Any
     limiter: Any
     status_cache: Any = None
+    sessions: Any = None  # app.sessions.SessionVersions
+    login_limiter: Any = None  # app.ratelimit.LoginThrottle
+    secret_box: Any = None
 
 
 def services() -> Services:
@@ -110,7 +156,7 @@ def rate_limited(view: F) -> F:
 
 
 def absolute_url(url: str) -> str:
-    """Local storage hands out path-only links; clients want absolute ones."""
-    if url.startswith("/"):
-        return request.host_url.rstrip("/") + url
-    return url
+    """Links from PUBLIC_BASE_URL (or relative), never from the request's Host header."""
+    from app.api.security import public_url
+
+    return public_url(services().settings, url)

@@ -68,7 +68,9 @@ def register_error_handlers(app: Flask) -> None:
     def _http(exc: HTTPException) -> Response:
         names = {404: "Not found", 405: "METHOD_NOT_ALLOWED", 400: "BAD_REQUEST"}
         body = {"error": names.get(exc.code or 500, exc.name)}
-        return _render(exc.code or 500, body)
+        # Keep what the exception says about itself (405 carries Allow).
+        extra = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+        return _render(exc.code or 500, body, extra)
 
     @app.errorhandler(StoreError)
     def _store_error(exc: StoreError) -> Response:

@@ -1,8 +1,10 @@
-"""Liveness, readiness and Prometheus metrics for operators (no auth; no secrets)."""
+"""Liveness and readiness (no auth; no secrets), and Prometheus metrics behind METRICS_TOKEN."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+import hmac
+
+from flask import Blueprint, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.api.base import services
@@ -35,4 +37,21 @@ def readyz() -> Response:
 
 @bp.get("/metrics")
 def metrics() -> Response:
+    """Prometheus text, only with `Authorization: Bearer <METRICS_TOKEN>`; without the
+    setting the endpoint does not exist (404), so nothing is ever open by default."""
+    token = services().settings.metrics_token
+    if not token:
+        return _json_error(404, "Not found")
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
+                                                             token.encode()):
+        resp = _json_error(401, "UNAUTHORIZED")
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return resp
     return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+
+
+def _json_error(status: int, error: str) -> Response:
+    resp = jsonify({"error": error})
+    resp.status_code = status
+    return resp

@@ -17,7 +17,6 @@ from app.api.base import (
 )
 from app.api.errors import ApiError
 from app.api.schemas import (
-    ApiErrorSchema,
     CreatedKeySchema,
     LibraryKeyQuerySchema,
     LibraryListSchema,
@@ -33,6 +32,7 @@ def _download_url(key: str) -> str:
 @bp.route("/library", methods=["GET"])
 @require_auth
 @bp.response(200, LibraryListSchema)
+@bp.errors(401, 503)
 def library_list() -> Response:
     """The caller's images and videos, newest first, each with a fresh download URL."""
     return jsonify(library.list_library(services().store, principal().user_id, _download_url))
@@ -42,11 +42,10 @@ def library_list() -> Response:
 @require_auth
 @rate_limited
 @bp.response(201, CreatedKeySchema)
-@bp.alt_response(413, schema=ApiErrorSchema, description="FILE_TOO_LARGE")
-@bp.alt_response(415, schema=ApiErrorSchema, description="UNSUPPORTED_MEDIA_TYPE")
-@bp.doc(requestBody={"content": {"multipart/form-data": {"schema": {
+@bp.doc(requestBody={"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "properties": {"file": {"type": "string", "format": "binary"}},
     "required": ["file"]}}}})
+@bp.errors(400, 401, 403, 413, 415, 429, 503)
 def library_upload() -> tuple[Response, int]:
     """Upload a png, jpeg or webp image (recognised by content) in the field `file`."""
     if request.mimetype != "multipart/form-data":
@@ -55,7 +54,7 @@ def library_upload() -> tuple[Response, int]:
     upload = request.files.get("file")
     body = library.upload_image(svc.store, svc.storage, principal().user_id,
                                 upload.stream if upload else None,
-                                svc.settings.max_upload_bytes)
+                                svc.settings.max_upload_bytes, svc.settings.max_image_pixels)
     return jsonify(body), 201
 
 
@@ -63,7 +62,7 @@ def library_upload() -> tuple[Response, int]:
 @require_auth
 @bp.arguments(LibraryKeyQuerySchema, location="query")
 @bp.response(204)
-@bp.alt_response(404, schema=ApiErrorSchema)
+@bp.errors(400, 401, 403, 404, 503, _404="Library item not found")
 def library_delete(query: dict[str, Any]) -> Response:
     """Delete one of the caller's objects."""
     svc = services()

@@ -25,8 +25,12 @@ class DurationField(fields.String):
 
 
 class ApiErrorSchema(Schema):
+    """Every error answer: a code (or, for 404s, a short sentence), optional per-field
+    details, and optionally a sentence for people."""
+
     error = fields.String(required=True)
     details = fields.Dict(keys=fields.String(), values=fields.List(fields.String()))
+    message = fields.String()
 
 
 class LoginSchema(StrictSchema):
@@ -42,9 +46,20 @@ class AccountSchema(Schema):
 class VideoRequestSchema(StrictSchema):
     templateSlug = fields.String(required=True, validate=validate.Length(min=1, max=64))
     startKey = fields.String(required=True, validate=validate.Length(min=1, max=512))
-    duration = DurationField(load_default="5", validate=validate.Length(min=1, max=4))
+    duration = DurationField(load_default="5", validate=validate.Length(min=1, max=4),
+                             metadata={"oneOf": [
+                                 {"type": "string", "pattern": "^[0-9]{1,4}$"},
+                                 {"type": "integer", "minimum": 0, "maximum": 9999}]})
     variables = fields.Dict(keys=fields.String(validate=validate.Length(max=64)),
                             values=fields.Raw(allow_none=True), load_default=dict)
+    webhookUrl = fields.String(
+        validate=validate.Length(min=1, max=2048),
+        metadata={"description": "http(s) URL told about this job's events instead of the "
+                                 "account's webhook endpoint (signed with the same secret)"})
+    webhookEvents = fields.List(
+        fields.String(validate=validate.OneOf(["processing", "completed", "failed"])),
+        validate=validate.Length(max=3),
+        metadata={"description": "events to send; default [\"completed\", \"failed\"]"})
 
 
 class VideoStartedSchema(Schema):
@@ -78,7 +93,8 @@ class JobStatusSchema(Schema):
 
 class JobListQuerySchema(Schema):
     limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
-    cursor = fields.String(load_default=None)
+    cursor = fields.String(load_default=None, metadata={
+        "description": "`nextCursor` of the previous page; any other value is a 400."})
 
 
 class JobListItemSchema(Schema):
@@ -129,7 +145,7 @@ class LibraryListSchema(Schema):
 
 
 class LibraryKeyQuerySchema(Schema):
-    key = fields.String(required=True)
+    key = fields.String(required=True, validate=validate.Length(min=1))
 
 
 class UploadSchema(Schema):
@@ -138,3 +154,33 @@ class UploadSchema(Schema):
 
 class CreatedKeySchema(Schema):
     key = fields.String(required=True)
+
+
+class WebhookUrlSchema(StrictSchema):
+    url = fields.String(required=True, validate=validate.Length(min=1, max=2048),
+                        metadata={"format": "uri", "pattern": "^https?://"})
+
+
+class WebhookEndpointSchema(Schema):
+    url = fields.String(required=True)
+    secret = fields.String(metadata={"description": "whsec_ + base64; shown on PUT and rotate"})
+
+
+class WebhookDeliverySchema(Schema):
+    id = fields.String()
+    type = fields.String()
+    url = fields.String()
+    attempts = fields.Integer()
+    state = fields.String(validate=validate.OneOf(["pending", "delivered", "failed"]))
+    lastStatus = fields.Integer(allow_none=True)
+    lastError = fields.String(allow_none=True)
+    lastAttemptAt = fields.String(allow_none=True)
+    nextAttemptAt = fields.String(allow_none=True)
+
+
+class WebhookDeliveryListSchema(Schema):
+    deliveries = fields.List(fields.Nested(WebhookDeliverySchema))
+
+
+class JobIdQuerySchema(Schema):
+    jobId = fields.String(required=True)

@@ -14,6 +14,7 @@ bp = Blueprint("templates", __name__, url_prefix="/api", description="Video temp
 @bp.route("/templates", methods=["GET"])
 @require_auth
 @bp.response(200, TemplateListSchema)
+@bp.errors(401, 503)
 def template_list() -> Response:
     """Active templates with their durations, costs and variables."""
     rows = services().store.templates.list_active()

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Response, jsonify, request
 
-from app import videos
+from app import outbound, videos
 from app.api.base import (
     Blueprint,
     absolute_url,
@@ -17,13 +17,13 @@ from app.api.base import (
     services,
 )
 from app.api.schemas import (
-    ApiErrorSchema,
     JobIdBodySchema,
     JobListQuerySchema,
     JobListSchema,
     JobStatusSchema,
     VideoRequestSchema,
     VideoStartedSchema,
+    WebhookDeliveryListSchema,
 )
 
 bp = Blueprint("video", __name__, url_prefix="/api/templates/video",
@@ -45,29 +45,29 @@ def _download_url(key: str) -> str:
 @require_json
 @bp.arguments(VideoRequestSchema)
 @bp.response(200, VideoStartedSchema)
-@bp.alt_response(400, schema=ApiErrorSchema, description="VALIDATION_ERROR")
-@bp.alt_response(402, schema=ApiErrorSchema, description="INSUFFICIENT_CREDITS")
-@bp.alt_response(404, schema=ApiErrorSchema, description="Template / start image not found")
-@bp.alt_response(409, schema=ApiErrorSchema, description="IDEMPOTENCY_KEY_REUSED")
-@bp.alt_response(415, schema=ApiErrorSchema, description="UNSUPPORTED_MEDIA_TYPE")
-@bp.alt_response(429, schema=ApiErrorSchema, description="RATE_LIMITED")
-@bp.alt_response(503, schema=ApiErrorSchema, description="SERVICE_UNAVAILABLE")
+@bp.doc(parameters=[{"in": "header", "name": "Idempotency-Key", "required": False,
+                     "description": "A retry with the same key and body returns the first "
+                                    "response and charges nothing more (24 h).",
+                     "schema": {"type": "string", "minLength": 1, "maxLength": 255,
+                                "pattern": "\\S"}}])
+@bp.errors(400, 401, 402, 403, 404, 409, 415, 429, 503,
+           _404="Template not found / Start image not found", _409="IDEMPOTENCY_KEY_REUSED")
 def start(body: dict[str, Any]) -> Response:
     """Charge the template's credits, record a pending job and queue it; answers at once."""
     svc = services()
     started = videos.start_video(svc.store, svc.enqueuer, _caller(), body,
                                  request.headers.get("Idempotency-Key"),
-                                 svc.settings.job_timeout_seconds)
+                                 svc.settings.job_timeout_seconds,
+                                 svc.settings.allow_private_webhooks)
     return jsonify(started.body())
 
 
 @bp.route("/status", methods=["GET"])
 @require_auth
 @bp.doc(parameters=[{"in": "query", "name": "jobId", "required": True,
-                     "schema": {"type": "string"}}])
+                     "schema": {"type": "string", "minLength": 1}}])
 @bp.response(200, JobStatusSchema)
-@bp.alt_response(400, schema=ApiErrorSchema, description="jobId is required")
-@bp.alt_response(404, schema=ApiErrorSchema, description="Job not found")
+@bp.errors(400, 401, 404, 503, _400="jobId is required", _404="Job not found")
 def status() -> Response:
     """The job's status; cheap enough to poll every 3 s, never waits on the provider."""
     # The query string is read directly (no schema pass): this is the hottest endpoint.
@@ -83,6 +83,7 @@ def status() -> Response:
 @require_auth
 @bp.arguments(JobListQuerySchema, location="query")
 @bp.response(200, JobListSchema)
+@bp.errors(400, 401, 503)
 def job_list(query: dict[str, Any]) -> Response:
     """The caller's jobs, newest first, with a cursor for the next page."""
     return jsonify(videos.list_jobs(services().store, _caller(), query["limit"],
@@ -94,9 +95,23 @@ def job_list(query: dict[str, Any]) -> Response:
 @require_json
 @bp.arguments(JobIdBodySchema)
 @bp.response(200, JobStatusSchema)
-@bp.alt_response(409, schema=ApiErrorSchema, description="JOB_FINISHED")
+@bp.errors(400, 401, 403, 404, 409, 415, 503, _404="Job not found",
+           _409="JOB_FINISHED")
 def cancel(body: dict[str, Any]) -> Response:
     """Stop a job that has not finished: failed with `Cancelled`, credits refunded."""
     svc = services()
     return jsonify(videos.cancel_job(svc.store, svc.enqueuer, _caller(), body["jobId"],
                                      _download_url))
+
+
+@bp.route("/webhooks", methods=["GET"])
+@require_auth
+@bp.doc(parameters=[{"in": "query", "name": "jobId", "required": True,
+                     "schema": {"type": "string", "minLength": 1}}])
+@bp.response(200, WebhookDeliveryListSchema)
+@bp.errors(400, 401, 404, 503, _400="jobId is required", _404="Job not found")
+def webhook_deliveries() -> Response:
+    """The job's outbound webhook deliveries: attempts, state, last answer, next try."""
+    svc = services()
+    job = videos.owned_job(svc.store, _caller(), request.args.get("jobId"), status_only=True)
+    return jsonify(outbound.job_deliveries(svc.store, job["id"]))

@@ -11,7 +11,7 @@ import hashlib
 from functools import cache
 from pathlib import Path
 
-from flask import Blueprint, Response, current_app, render_template, request, session, url_for
+from flask import Blueprint, Response, current_app, render_template, request, url_for
 
 __all__ = ["bp"]
 
@@ -51,7 +51,10 @@ def _dashboard_asset(filename: str) -> str:
 @bp.get("/")
 def index() -> Response:
     """The dashboard; signed-in visitors get the app view at once, others the login form."""
-    email = session.get("email")
+    from app.api.auth import resolve_principal
+
+    who = resolve_principal() if "videojobs" in current_app.extensions else None
+    email = who.email if who is not None and who.via == "session" else None
     services = current_app.extensions.get("videojobs")
     # `videojobs up` seeds a demo user: say where its login is (not in production).
     demo = bool(getattr(getattr(services, "settings", None), "embedded", False))

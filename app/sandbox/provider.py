@@ -41,6 +41,7 @@ from app.sandbox.jobs import (
     parse_markers,
     validate_input,
 )
+from app.sandbox.journal import Journal
 from app.sandbox.signing import public_jwk, sign_webhook
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,8 @@ class SandboxProvider:
                  private_redirect_url: str = "http://169.254.169.254/latest/meta-data",
                  huge_file_bytes: int = 640 * MIB, huge_chunked_bytes: int = 64 * 1024 * MIB,
                  width: int = 320, fps: int = 12, render_workers: int = 2,
-                 image_timeout: float = 10.0, max_image_bytes: int = 50 * MIB) -> None:
+                 image_timeout: float = 10.0, max_image_bytes: int = 50 * MIB,
+                 state_dir: str | Path | None = None) -> None:
         self.queue_seconds = queue_seconds
         self.run_seconds = run_seconds
         self.render = render
@@ -132,6 +134,8 @@ class SandboxProvider:
         self.render_workers = render_workers
         self.image_timeout = image_timeout
         self.max_image_bytes = max_image_bytes
+        # With a state directory, the port and accepted requests survive a restart.
+        self._journal = Journal(Path(state_dir)) if state_dir is not None else None
 
         self._keys = [Ed25519PrivateKey.generate()]
         self._lock = threading.Lock()
@@ -163,7 +167,9 @@ class SandboxProvider:
         from app.sandbox.wsgi import SandboxApp
 
         self._stopping = False
-        self._workdir = Path(tempfile.mkdtemp(prefix="vj-sandbox-"))
+        journal = self._journal
+        self._workdir = (journal.files if journal is not None
+                         else Path(tempfile.mkdtemp(prefix="vj-sandbox-")))
         if not self.render:
             # One real clip made up front: thousands of benchmark jobs all serve these bytes.
             stock = self._workdir / "stock.mp4"
@@ -173,8 +179,19 @@ class SandboxProvider:
         self._render_pool = ThreadPoolExecutor(self.render_workers,
                                                thread_name_prefix="sandbox-render")
         self._webhook_pool = ThreadPoolExecutor(4, thread_name_prefix="sandbox-webhook")
-        self._server = make_server(host, port, SandboxApp(self), threaded=True,
-                                   request_handler=_QuietHandler)
+        wanted = port or (journal.saved_port() if journal is not None else 0)
+        try:
+            self._server = make_server(host, wanted, SandboxApp(self), threaded=True,
+                                       request_handler=_QuietHandler)
+        except OSError:
+            if not wanted or port:
+                raise
+            log.warning("sandbox port %s is taken; stored status URLs of earlier requests "
+                        "will not answer", wanted)
+            self._server = make_server(host, 0, SandboxApp(self), threaded=True,
+                                       request_handler=_QuietHandler)
+        if journal is not None:
+            journal.save_port(self._server.server_port)
         bound = "127.0.0.1" if host in ("0.0.0.0", "") else host
         self._url = self.public_url or f"http://{bound}:{self._server.server_port}"
         server = self._server
@@ -185,6 +202,8 @@ class SandboxProvider:
         ]
         for thread in self._threads:
             thread.start()
+        if journal is not None:
+            self._restore(journal)
         log.info("sandbox provider listening on %s (render=%s, queue=%ss, run=%ss)",
                  self._url, self.render, self.queue_seconds, self.run_seconds)
 
@@ -205,7 +224,8 @@ class SandboxProvider:
             thread.join(timeout=5)
         self._threads = []
         if self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
+            if self._journal is None:  # a state directory keeps its rendered files
+                shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
         log.info("sandbox provider stopped")
 
@@ -503,6 +523,11 @@ class SandboxProvider:
                 job.failure = self._scripted_failure(job)
                 job.done_at = None if job.has("never_finish") else due
             self._jobs[request_id] = job
+        if self._journal is not None:
+            self._journal.record(request_id, {
+                "endpoint": endpoint, "app_path": app_path, "base": base, "seconds": seconds,
+                "image_url": body.get("image_url"), "webhook": webhook,
+                "scenarios": scenarios})
         if self.render:
             self._schedule(started, partial(self._start_render, request_id))
         elif job.webhook and job.done_at is not None:
@@ -631,6 +656,8 @@ class SandboxProvider:
             self._cancels.append({"time": time.time(), "request_id": request_id,
                                   "status_code": reply.status, "outcome": outcome})
         if outcome == "cancelled":
+            if self._journal is not None:
+                self._journal.update(request_id, cancelled=True)
             log.info("sandbox cancelled %s", request_id)
             self._finish(request_id)
         return reply
@@ -709,6 +736,37 @@ class SandboxProvider:
 
     # ----------------------------------------------------------------- background work
 
+    def _restore(self, journal: Journal) -> None:
+        """Take back the requests accepted before a restart: a rendered one is done, a
+        cancelled one stays cancelled, any other starts again (fetch, render, finish)."""
+        now = time.monotonic()
+        restored = 0
+        for request_id, entry in journal.entries():
+            if request_id in self._jobs:
+                continue
+            job = Job(request_id, entry["endpoint"], entry["app_path"], entry["base"],
+                      float(entry["seconds"]), entry.get("image_url") if self.render else None,
+                      entry.get("webhook"), entry.get("scenarios"), now, now,
+                      now + self.run_seconds, 0)
+            video = self._workdir / f"{request_id}.mp4" if self._workdir else None
+            if entry.get("cancelled"):
+                job.failure, job.done_at, job.finished = CANCELLED, now, True
+            elif self.render and entry.get("video_size") and video and video.exists():
+                job.video_path, job.video_size = str(video), int(entry["video_size"])
+                job.started = job.due = job.done_at = now
+            elif not self.render:
+                job.failure = self._scripted_failure(job)
+                job.done_at = None if job.has("never_finish") else job.due
+            with self._lock:
+                self._jobs[request_id] = job
+            restored += 1
+            if job.done_at is None and self.render:
+                self._schedule(now, partial(self._start_render, request_id))
+            elif job.webhook and job.done_at is not None and not job.finished:
+                self._schedule(job.done_at, partial(self._finish, request_id))
+        if restored:
+            log.info("sandbox restored %s request(s) from %s", restored, journal.root)
+
     def _schedule(self, when: float, action: Callable[[], None]) -> None:
         with self._wake:
             heapq.heappush(self._heap, (when, next(self._seq), action))
@@ -775,6 +833,8 @@ class SandboxProvider:
             job.failure = failure
             if failure is None:
                 job.video_path, job.video_size = str(path), size
+                if self._journal is not None:
+                    self._journal.update(request_id, video_size=size)
             job.done_at = None if job.has("never_finish") else max(job.due, now)
             done_at = job.done_at
         if done_at is not None:

@@ -11,6 +11,7 @@ from app.store.schema import migrate
 from app.store.templates import TemplateRepository
 from app.store.tokens import TokenRepository
 from app.store.users import LedgerRepository, UserRepository
+from app.store.webhooks import WebhookRepository
 
 
 class Store:
@@ -24,6 +25,7 @@ class Store:
         self.templates = TemplateRepository(db)
         self.library = LibraryRepository(db)
         self.tokens = TokenRepository(db)
+        self.webhooks = WebhookRepository(db)
         self.status_cache: Any = None
 
     def use_status_cache(self, cache: Any) -> Any:
@@ -33,6 +35,12 @@ class Store:
             self.status_cache = cache
             self.jobs.listeners.append(cache.put)
         return self.status_cache
+
+    def on_new_delivery(self, enqueue: Any) -> None:
+        """Send each new webhook delivery to a worker right after its commit (once per
+        store: the web app and an in-process worker share one)."""
+        if not self.jobs.delivery_listeners:
+            self.jobs.delivery_listeners.append(enqueue)
 
     @classmethod
     def open(cls, config: DatabaseConfig, *, run_migrations: bool = True) -> Store:

@@ -33,6 +33,7 @@ from app.store.errors import (
     StoreLocked,
     StoreUnavailable,
     Thrown,
+    UnencodableParameters,
 )
 
 log = logging.getLogger(__name__)
@@ -213,6 +214,9 @@ class Database:
                 raw = self._connection().query_raw(sql, dict(params or {}))
             except StoreError:
                 raise
+            except (UnicodeError, RecursionError) as exc:  # our parameters, not the store
+                raise UnencodableParameters(f"query parameters cannot be encoded: {exc}"
+                                            ) from exc
             except Exception as exc:
                 self._drop_thread_connection()
                 raise StoreUnavailable(f"SurrealDB call failed: {exc}") from exc

@@ -2,6 +2,7 @@
 
     StoreError
     ├── StoreUnavailable        the database cannot be reached (HTTP 503, readiness false)
+    ├── UnencodableParameters   a parameter cannot be sent at all (a caller bug, not an outage)
     ├── StoreLocked             an embedded store is already open in another process
     ├── ConflictRetryable       a transaction conflict that survived our retries
     ├── AlreadyExists           a record id or UNIQUE index already taken
@@ -18,6 +19,10 @@ class StoreError(Exception):
 
 class StoreUnavailable(StoreError):
     """The store could not be reached or answered with a transport error."""
+
+
+class UnencodableParameters(StoreError):
+    """A query parameter cannot be encoded (e.g. a lone surrogate): the store is fine."""
 
 
 class StoreLocked(StoreError):

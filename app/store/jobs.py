@@ -6,6 +6,13 @@ one transaction that wins the job's compare-and-set to `failed` *and* creates th
 ledger row `credit_ledger:refund_<job>` whose id (and the UNIQUE (ref, kind) index) can
 exist once. A second refund attempt finds the job terminal or the row taken, and the
 whole transaction rolls back.
+
+Outbound webhooks (an outbox): a status change that is an event (`processing` when fal
+accepted the job, `completed`, `failed`) writes its `webhook_delivery` row in the SAME
+transaction, with the id `<job>_<event>`, and only when the job's compare-and-set won. So
+the event exists exactly when the status change does, and a second writer (a racing
+webhook and sweeper) cannot create it twice. Delivery listeners are told the new row's id
+after the commit (they enqueue it); if that message is lost, the sweeper sends it later.
 """
 
 from __future__ import annotations
@@ -24,6 +31,9 @@ from app.store.records import first, rows
 TERMINAL = ("completed", "failed")
 # A pending job whose submit message was lost is re-enqueued by the sweeper after this.
 RESEND_PENDING_SECONDS = 15
+# A new webhook delivery is sent at once; the sweeper re-sends it only after this.
+OUTBOX_DISPATCH_GRACE_SECONDS = 10
+DEFAULT_WEBHOOK_EVENTS = ("completed", "failed")
 
 
 class Expr(str):
@@ -64,6 +74,8 @@ class NewJob:
     timeout_seconds: int
     idempotency_key: str | None = None
     request_hash: str | None = None
+    webhook_url: str | None = None
+    webhook_events: tuple[str, ...] | None = None
 
 
 def idempotency_record_id(user_id: str, key: str) -> str:
@@ -105,12 +117,41 @@ CREATE type::record('video_job', $job_id) CONTENT {
     prompt: $prompt, negative_prompt: $negative_prompt, start_key: $start_key,
     duration: $duration, variables: $variables, credits: $credits, status: 'pending',
     phase: 'queued', refunded: false, idempotency_key: $idem_key,
+    webhook_url: $webhook_url, webhook_events: $webhook_events,
     deadline_at: time::now() + type::duration($timeout),
     next_check_at: time::now() + type::duration($resend_after)
 };
 RETURN $u[0].credits;
 COMMIT;
 """
+
+# After `LET $j = (UPDATE ... RETURN AFTER)` in a transaction: the event's delivery row, if
+# the compare-and-set won and the job has a target (its own URL, else its owner's endpoint)
+# whose filter takes this event. `$d` is the new row's id (in a list) or NONE.
+_OUTBOX = f"""
+LET $ep = IF array::len($j) > 0 {{
+    (SELECT url FROM ONLY type::record('webhook_endpoint', $j[0].user_id)) }} ELSE {{ NONE }};
+LET $target = $j[0].webhook_url ?? $ep.url;
+LET $d = IF array::len($j) > 0 AND $target != NONE
+        AND $event IN ($j[0].webhook_events ?? {list(DEFAULT_WEBHOOK_EVENTS)!r})
+        AND (SELECT VALUE id FROM ONLY type::record('webhook_delivery', $delivery_id)) = NONE {{
+    (CREATE type::record('webhook_delivery', $delivery_id) CONTENT {{
+        job_id: $job_id, user_id: $j[0].user_id, type: 'video.' + $event, url: $target,
+        job: {{ status: $j[0].status, phase: $j[0].phase, queue_position: $j[0].queue_position,
+                progress: $j[0].progress, result_key: $j[0].result_key,
+                credits: $j[0].credits, error: $j[0].error, refunded: $j[0].refunded,
+                created_at: $j[0].created_at, completed_at: $j[0].completed_at }},
+        state: 'pending', attempts: 0, next_attempt_at: time::now(),
+        lease_until: time::now() + {OUTBOX_DISPATCH_GRACE_SECONDS}s
+    }} RETURN VALUE meta::id(id))
+}} ELSE {{ NONE }};
+"""
+
+
+def delivery_id(job_id: str, event: str) -> str:
+    """One delivery row per (job, event): the id itself makes a second one impossible."""
+    return f"{job_id}_{event}"
+
 
 _FAIL_AND_REFUND = """
 BEGIN;
@@ -126,7 +167,8 @@ CREATE type::record('credit_ledger', $refund_id) CONTENT {
     user_id: $j[0].user_id, email: $j[0].email, kind: 'refund', amount: $j[0].credits,
     ref: $job_id, job_id: $job_id, balance_after: $u[0].credits, note: $error
 };
-RETURN $j[0];
+""" + _OUTBOX + """
+RETURN {job: $j[0], delivery: $d};
 COMMIT;
 """
 
@@ -138,12 +180,25 @@ class JobRepository:
         self.db = db
         # Called with the record after every successful write (e.g. the status cache).
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        # Called with a new webhook delivery's id after its transaction committed.
+        self.delivery_listeners: list[Callable[[str], None]] = []
 
     def _written(self, row: dict[str, Any] | None) -> dict[str, Any] | None:
         if row is not None:
             for listener in self.listeners:
                 listener(row)
         return row
+
+    def _outboxed(self, result: list[Any]) -> dict[str, Any] | None:
+        """Unpack `{job, delivery}` from a transaction with _OUTBOX; tell the listeners."""
+        found = next((r for r in reversed(result) if isinstance(r, dict) and "job" in r), None)
+        if found is None or found.get("job") is None:
+            return None
+        created = found.get("delivery")
+        for new_id in created if isinstance(created, list) else ():
+            for listener in self.delivery_listeners:
+                listener(str(new_id))
+        return self._written(first(found["job"]))
 
     def create_with_charge(self, job: NewJob) -> int:
         """Charge, ledger row, idempotency row and pending job in one transaction.
@@ -161,6 +216,9 @@ class JobRepository:
             "timeout": f"{int(job.timeout_seconds)}s", "charge_id": f"charge_{job.job_id}",
             "idem_id": idem_id, "idem_key": job.idempotency_key,
             "request_hash": job.request_hash, "resend_after": f"{RESEND_PENDING_SECONDS}s",
+            "webhook_url": job.webhook_url,
+            "webhook_events": list(job.webhook_events) if job.webhook_events is not None
+            else None,
         }
         try:
             result = self.db.query(_CREATE, params)
@@ -212,7 +270,8 @@ class JobRepository:
             "pending", "processing"), cancel_at_provider: bool = False) -> dict[str, Any] | None:
         """Mark failed with `error` and refund, once; None if the job was not in `from`."""
         params = {"job_id": job_id, "error": error, "from": list(from_statuses),
-                  "refund_id": f"refund_{job_id}", "cancel": cancel_at_provider}
+                  "refund_id": f"refund_{job_id}", "cancel": cancel_at_provider,
+                  "event": "failed", "delivery_id": delivery_id(job_id, "failed")}
         try:
             result = self.db.query(_FAIL_AND_REFUND, params)
         except Thrown as exc:
@@ -221,20 +280,18 @@ class JobRepository:
             raise
         except AlreadyExists:
             return None  # a refund row exists already: never twice
-        for r in reversed(result):
-            if isinstance(r, dict):
-                return self._written(first(r))
-        return self._written(self.get(job_id))
+        return self._outboxed(result)
 
     def update_if(self, job_id: str, from_statuses: tuple[str, ...],
                   changes: dict[str, Any], *, phases: tuple[str, ...] | None = None,
-                  owner: str | None = None, lease_free: bool = False
-                  ) -> dict[str, Any] | None:
+                  owner: str | None = None, lease_free: bool = False,
+                  event: str | None = None) -> dict[str, Any] | None:
         """Compare-and-set: apply `changes` only while the record is as expected.
 
         `from_statuses` (and `phases`) name the states it may be in; `owner` requires our
         lease; `lease_free` requires no live lease held by a worker (no owner, or expired:
-        taken over).
+        taken over). `event` (`processing`, `completed`) makes the change an outbound
+        webhook event: its delivery row is written in the same transaction.
         Returns the record after, or None if another writer got there first.
         """
         conditions = ["status IN $from"]
@@ -256,8 +313,13 @@ class JobRepository:
                 sets.append(f"{name} = $c_{name}")
                 params[f"c_{name}"] = value
         sql = (f"UPDATE type::record('video_job', $id) SET {', '.join(sets)}, "
-               f"updated_at = time::now() WHERE {' AND '.join(conditions)} RETURN AFTER;")
-        return self._written(first(self.db.query(sql, params)[0]))
+               f"updated_at = time::now() WHERE {' AND '.join(conditions)} RETURN AFTER")
+        if event is None:
+            return self._written(first(self.db.query(sql + ";", params)[0]))
+        params.update(job_id=job_id, event=event, delivery_id=delivery_id(job_id, event))
+        return self._outboxed(self.db.query(
+            f"BEGIN;\nLET $j = ({sql});\n{_OUTBOX}\nRETURN {{job: $j[0], delivery: $d}};\n"
+            "COMMIT;", params))
 
     def find_by_request_id(self, request_id: str) -> dict[str, Any] | None:
         return first(self.db.query(

@@ -17,6 +17,7 @@ DEFINE TABLE IF NOT EXISTS user SCHEMAFULL;
 DEFINE FIELD OVERWRITE email ON user TYPE string;
 DEFINE FIELD OVERWRITE password_hash ON user TYPE option<string>;
 DEFINE FIELD OVERWRITE credits ON user TYPE int ASSERT $value >= 0;
+DEFINE FIELD OVERWRITE session_version ON user TYPE option<int>;
 DEFINE FIELD OVERWRITE created_at ON user TYPE datetime DEFAULT time::now();
 DEFINE FIELD OVERWRITE updated_at ON user TYPE datetime DEFAULT time::now();
 DEFINE INDEX IF NOT EXISTS user_email ON user FIELDS email UNIQUE;
@@ -110,11 +111,42 @@ DEFINE FIELD OVERWRITE deadline_at ON video_job TYPE datetime;
 DEFINE FIELD OVERWRITE created_at ON video_job TYPE datetime DEFAULT time::now();
 DEFINE FIELD OVERWRITE updated_at ON video_job TYPE datetime DEFAULT time::now();
 DEFINE FIELD OVERWRITE completed_at ON video_job TYPE option<datetime>;
+DEFINE FIELD OVERWRITE webhook_url ON video_job TYPE option<string>;
+DEFINE FIELD OVERWRITE webhook_events ON video_job TYPE option<array<string>>;
 DEFINE INDEX IF NOT EXISTS video_job_user_created ON video_job FIELDS email, created_at;
 DEFINE INDEX IF NOT EXISTS video_job_status_check ON video_job FIELDS status, next_check_at;
 DEFINE INDEX IF NOT EXISTS video_job_fal_request ON video_job FIELDS fal_request_id;
 DEFINE INDEX IF NOT EXISTS video_job_deadline ON video_job FIELDS status, deadline_at;
 DEFINE INDEX IF NOT EXISTS video_job_cancel_owed ON video_job FIELDS cancel_requested;
+
+DEFINE TABLE IF NOT EXISTS webhook_endpoint SCHEMAFULL;
+DEFINE FIELD OVERWRITE user_id ON webhook_endpoint TYPE string;
+DEFINE FIELD OVERWRITE email ON webhook_endpoint TYPE string;
+DEFINE FIELD OVERWRITE url ON webhook_endpoint TYPE string;
+DEFINE FIELD OVERWRITE secret_sealed ON webhook_endpoint TYPE string;
+DEFINE FIELD OVERWRITE created_at ON webhook_endpoint TYPE datetime DEFAULT time::now();
+DEFINE FIELD OVERWRITE updated_at ON webhook_endpoint TYPE datetime DEFAULT time::now();
+
+DEFINE TABLE IF NOT EXISTS webhook_delivery SCHEMAFULL;
+DEFINE FIELD OVERWRITE job_id ON webhook_delivery TYPE string;
+DEFINE FIELD OVERWRITE user_id ON webhook_delivery TYPE string;
+DEFINE FIELD OVERWRITE type ON webhook_delivery TYPE string
+    ASSERT $value IN ['video.processing', 'video.completed', 'video.failed'];
+DEFINE FIELD OVERWRITE url ON webhook_delivery TYPE string;
+DEFINE FIELD OVERWRITE job ON webhook_delivery TYPE object FLEXIBLE;
+DEFINE FIELD OVERWRITE state ON webhook_delivery TYPE string
+    ASSERT $value IN ['pending', 'delivered', 'failed'];
+DEFINE FIELD OVERWRITE attempts ON webhook_delivery TYPE int DEFAULT 0;
+DEFINE FIELD OVERWRITE last_status ON webhook_delivery TYPE option<int>;
+DEFINE FIELD OVERWRITE last_error ON webhook_delivery TYPE option<string>;
+DEFINE FIELD OVERWRITE last_attempt_at ON webhook_delivery TYPE option<datetime>;
+DEFINE FIELD OVERWRITE next_attempt_at ON webhook_delivery TYPE option<datetime>;
+DEFINE FIELD OVERWRITE lease_owner ON webhook_delivery TYPE option<string>;
+DEFINE FIELD OVERWRITE lease_until ON webhook_delivery TYPE option<datetime>;
+DEFINE FIELD OVERWRITE created_at ON webhook_delivery TYPE datetime DEFAULT time::now();
+DEFINE FIELD OVERWRITE delivered_at ON webhook_delivery TYPE option<datetime>;
+DEFINE INDEX IF NOT EXISTS webhook_delivery_job ON webhook_delivery FIELDS job_id;
+DEFINE INDEX IF NOT EXISTS webhook_delivery_due ON webhook_delivery FIELDS state, next_attempt_at;
 """
 
 

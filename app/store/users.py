@@ -83,9 +83,30 @@ class UserRepository:
                                      "ref": f"grant-{new_id()}", "note": note})
         return int([r for r in result if isinstance(r, int)][-1])
 
-    def set_password_hash(self, user_id: str, password_hash: str) -> None:
-        self.db.query("UPDATE type::record('user', $id) SET password_hash = $h, "
-                      "updated_at = time::now();", {"id": user_id, "h": password_hash})
+    def set_password_hash(self, user_id: str, password_hash: str) -> int:
+        """New password; ends every session of the user (returns the new session version)."""
+        return self._bump(user_id, "password_hash = $h, ", {"h": password_hash})
+
+    def session_version(self, user_id: str) -> int | None:
+        """The user's session version (cookies carrying an older one are void); None if the
+        user does not exist."""
+        row = self.db.query(
+            "SELECT VALUE [id, session_version] FROM ONLY type::record('user', $id);",
+            {"id": user_id})[0]
+        if not row:
+            return None
+        return int(row[1] or 0)
+
+    def bump_session_version(self, user_id: str) -> int:
+        """Void every session cookie issued so far (logout everywhere)."""
+        return self._bump(user_id, "", {})
+
+    def _bump(self, user_id: str, extra_set: str, params: dict[str, Any]) -> int:
+        result = self.db.query(
+            f"UPDATE type::record('user', $id) SET {extra_set}"
+            "session_version = (session_version ?? 0) + 1, updated_at = time::now() "
+            "RETURN VALUE session_version;", {"id": user_id, **params})[0]
+        return int(result[0]) if result else 0
 
 
 class LedgerRepository:

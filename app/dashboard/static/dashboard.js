@@ -215,6 +215,7 @@
       refreshLibrary().catch((e) => toastError(e, "Could not load the library")),
       resumeJobs().catch((e) => toastError(e, "Could not load your jobs")),
     ]);
+    loadWebhook().catch((e) => toastError(e, "Could not load the webhook"));
   }
 
   function signedOut(expired) {
@@ -702,6 +703,91 @@
     }
   }
 
+  // ---------------------------------------------------------------- webhook
+
+  const DELIVERY_REFRESH_MS = 10000;
+  const DELIVERY_JOBS = 5;
+
+  function setWebhook(url, secret) {
+    $("webhook-url").value = url || "";
+    $("webhook-rotate").disabled = !url;
+    $("webhook-remove").disabled = !url;
+    $("webhook-secret").textContent = secret || "";
+    $("webhook-secret-row").hidden = !secret;
+  }
+
+  async function loadWebhook() {
+    try {
+      const hook = await api("GET", "/api/webhook");
+      setWebhook(hook.url, null);
+    } catch (err) {
+      if (err.status !== 404) throw err;
+      setWebhook("", null);
+    }
+    await refreshDeliveries();
+  }
+
+  async function onWebhookSave(event) {
+    event.preventDefault();
+    const error = $("webhook-error");
+    error.textContent = "";
+    try {
+      const hook = await api("PUT", "/api/webhook", { json: { url: $("webhook-url").value.trim() } });
+      setWebhook(hook.url, hook.secret);
+      toast("Webhook saved: verify deliveries with the signing secret shown");
+    } catch (err) {
+      const details = err.body && err.body.details;
+      error.textContent = details && details.url ? [].concat(details.url).join(" ") : describeError(err);
+    }
+  }
+
+  async function onWebhookRotate() {
+    try {
+      const hook = await api("POST", "/api/webhook/rotate");
+      setWebhook(hook.url, hook.secret);
+      toast("New signing secret: the next deliveries are signed with it");
+    } catch (err) { toastError(err, "Could not rotate the secret"); }
+  }
+
+  async function onWebhookRemove() {
+    try {
+      await api("DELETE", "/api/webhook");
+      setWebhook("", null);
+      toast("Webhook removed");
+    } catch (err) { toastError(err, "Could not remove the webhook"); }
+  }
+
+  async function refreshDeliveries() {
+    if (!state.signedIn) return;
+    const jobs = Array.from(state.jobs.values())
+      .sort((a, b) => String(b.createdAt || "").localeCompare(String(a.createdAt || "")))
+      .slice(0, DELIVERY_JOBS);
+    const found = [];
+    for (const job of jobs) {
+      try {
+        const body = await api("GET", `/api/templates/video/webhooks?jobId=${encodeURIComponent(job.jobId)}`);
+        for (const d of body.deliveries) found.push({ ...d, job });
+      } catch (_) { /* the next refresh tries again */ }
+    }
+    const list = $("delivery-list");
+    list.replaceChildren(...found.map((d) => el("li", { className: "delivery", dataset: { state: d.state } },
+      el("span", { className: `badge badge-${d.state === "failed" ? "failed" : d.state}`, text: d.state }),
+      el("span", { text: d.type }),
+      el("span", { className: "delivery-meta",
+        text: `${templateName(d.job.templateSlug || "")} · ${d.attempts} attempt${d.attempts === 1 ? "" : "s"}` +
+          (d.lastStatus ? ` · HTTP ${d.lastStatus}` : "") + (d.lastError && d.state !== "delivered" ? ` · ${d.lastError}` : "") }))));
+    $("deliveries-empty").hidden = found.length > 0;
+  }
+
+  function setupWebhookPanel() {
+    $("webhook-form").addEventListener("submit", onWebhookSave);
+    $("webhook-rotate").addEventListener("click", onWebhookRotate);
+    $("webhook-remove").addEventListener("click", onWebhookRemove);
+    setInterval(() => {
+      if (state.signedIn && document.visibilityState === "visible") refreshDeliveries();
+    }, DELIVERY_REFRESH_MS);
+  }
+
   // ---------------------------------------------------------------- start
 
   async function boot() {
@@ -710,6 +796,7 @@
     $("upload-form").addEventListener("submit", onUpload);
     $("template-select").addEventListener("change", onTemplateChange);
     $("duration-select").addEventListener("change", updateCost);
+    setupWebhookPanel();
     document.addEventListener("visibilitychange", () => {
       if (document.visibilityState === "visible" && state.signedIn) {
         refreshMe();
