@@ -88,8 +88,15 @@ def register_services(app: Flask, settings: Settings, store: Any, storage: Any, 
     from app.status_cache import StatusCache
 
     status_cache = store.use_status_cache(StatusCache(redis_client))
+    if redis_client is not None:
+        from app.check_schedule import CheckSchedule, check_gap
+
+        # Webhook writes take finished jobs out of the workers' status-check schedule.
+        store.use_check_schedule(CheckSchedule(redis_client,
+                                               check_gap(settings.status_check_interval)))
     app.extensions["videojobs"] = Services(
-        settings=settings, store=store, storage=storage, enqueuer=Enqueuer(celery),
+        settings=settings, store=store, storage=storage,
+        enqueuer=Enqueuer(celery, redis_client),
         limiter=RateLimiter(settings.rate_limit_per_minute, redis_client),
         status_cache=status_cache)
     app.extensions["videojobs.storage"] = storage

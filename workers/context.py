@@ -6,6 +6,7 @@ import os
 import socket
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,13 +24,29 @@ class WorkerContext:
     fal: Any  # app.fal.FalClient
     enqueuer: Enqueuer
     owner: str  # this process's lease-owner name
+    schedule: Any = None  # app.check_schedule.CheckSchedule
     last_housekeeping: float = 0.0  # monotonic time of the sweep's last full scan
+    last_cleanup: float = 0.0  # monotonic time of the last expired-records cleanup
     pid: int = field(default_factory=os.getpid)  # the process it was built in
+    _status_pool: ThreadPoolExecutor | None = field(default=None, repr=False)
+
+    def status_pool(self) -> ThreadPoolExecutor:
+        """The process's pool for concurrent provider status checks (made on first use)."""
+        with _lock:
+            if self._status_pool is None:
+                self._status_pool = ThreadPoolExecutor(STATUS_THREADS,
+                                                       thread_name_prefix="status")
+            return self._status_pool
 
     def close(self) -> None:
+        with _lock:
+            pool, self._status_pool = self._status_pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
         self.store.close()
 
 
+STATUS_THREADS = 32  # concurrent provider status checks per worker process
 _context: WorkerContext | None = None
 _lock = threading.Lock()
 
@@ -48,21 +65,25 @@ def build_context(settings: Settings, celery: Any, *, store: Store | None = None
         store = Store.open(DatabaseConfig(
             settings.surrealdb_url, settings.surrealdb_namespace, settings.surrealdb_database,
             settings.surrealdb_user, settings.surrealdb_pass))
-    if store.status_cache is None:
-        from app.status_cache import StatusCache
+    from app.check_schedule import CheckSchedule, check_gap
+    from app.status_cache import StatusCache
 
-        broker = str(celery.conf.broker_url or "")
-        redis_client = None
-        if broker.startswith(("redis://", "rediss://")):
-            import redis
+    broker = str(celery.conf.broker_url or "")
+    redis_client = None
+    if broker.startswith(("redis://", "rediss://")):
+        import redis
 
-            redis_client = redis.Redis.from_url(broker, socket_connect_timeout=0.5,
-                                                socket_timeout=0.5)
-        store.use_status_cache(StatusCache(redis_client))
+        # The broker's Redis also holds the status cache, the check schedule and the
+        # submit-message markers (none of them the truth: the store is).
+        redis_client = redis.Redis.from_url(broker, socket_connect_timeout=0.5,
+                                            socket_timeout=1.0)
+    store.use_status_cache(StatusCache(redis_client))
+    schedule = store.use_check_schedule(
+        CheckSchedule(redis_client, check_gap(settings.status_check_interval)))
     return WorkerContext(
         settings=settings, store=store, storage=storage or build_storage(settings),
         fal=FalClient(settings.fal_queue_url, settings.fal_key or "sandbox:sandbox"),
-        enqueuer=Enqueuer(celery), owner=worker_name())
+        enqueuer=Enqueuer(celery, redis_client), owner=worker_name(), schedule=schedule)
 
 
 def set_context(context: WorkerContext | None) -> None:

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app import jobs
+from app.check_schedule import Due, is_tracked
+from app.check_schedule import check_gap as schedule_gap
 from app.fal import (
     FalNotFound,
     FalOutcomeUnknown,
@@ -34,7 +36,7 @@ from app.fal import (
 )
 from app.metrics import JOBS_FINISHED
 from app.storage import LocalStorage, job_video_key
-from app.store.jobs import NONE, NOW, Expr, now_plus
+from app.store.jobs import NONE, NOW, RESEND_PENDING_SECONDS, Expr, now_plus
 from app.tracking import AT_PROVIDER, fail_job, provider_completed, record_status
 from workers.context import WorkerContext
 from workers.transfer import (
@@ -57,10 +59,13 @@ MAX_SUBMIT_ATTEMPTS = 8
 MAX_TRANSFER_ATTEMPTS = 4
 SWEEP_PERIOD_SECONDS = 1.0
 SWEEP_BATCH = 2000
-STATUS_THREADS = 32
+MAX_CHECKS_PER_SWEEP = 20_000
+CHECK_BATCH = 50  # status checks per `videojobs.check` task
 # Deadlines, lost messages and expired leases are scanned this often, not every sweep:
 # with 5,000 jobs in flight each scan held the (embedded) engine for 30-60 ms per second.
 HOUSEKEEPING_SECONDS = 3.0
+# A submit message is re-sent after RESEND_PENDING_SECONDS, then after twice as long, ...
+RESEND_BACKOFF_CAP_SECONDS = 240.0
 
 SUBMISSION_UNKNOWN = "Submission outcome unknown"
 
@@ -70,9 +75,8 @@ def _backoff(attempt: int, cap: float = 60.0) -> float:
 
 
 def check_gap(settings: Any) -> float:
-    """Seconds to the next status check, so that checks are never further apart than
-    STATUS_CHECK_INTERVAL even when the sweep that picks the job up runs late."""
-    return max(0.5, settings.status_check_interval - SWEEP_PERIOD_SECONDS - 0.5)
+    """Seconds between two scheduled status checks of a job (see app/check_schedule.py)."""
+    return schedule_gap(settings.status_check_interval)
 
 
 def webhook_url(ctx: WorkerContext, job_id: str) -> str | None:
@@ -107,6 +111,7 @@ def build_input(ctx: WorkerContext, job: dict[str, Any]) -> dict[str, Any]:
 def submit_job(ctx: WorkerContext, job_id: str) -> None:
     """Claim a pending job, submit it to fal once, and save what fal answered."""
     store = ctx.store
+    ctx.enqueuer.submit_taken(job_id)
     job = store.jobs.get(job_id)
     if job is None or job["status"] != jobs.PENDING or job.get("phase") != "queued":
         return
@@ -191,33 +196,83 @@ def _cancel_quietly(ctx: WorkerContext, job_id: str, cancel_url: str | None) -> 
 # ---- tracking ----------------------------------------------------------------------------
 
 def check_status(ctx: WorkerContext, job: dict[str, Any]) -> None:
-    """One provider status check; writes only when something changed."""
+    """One provider status check; writes the store only when the provider status changed.
+
+    `job` needs only `id`, `fal_status_url`, `provider_status` and `queue_position` (what
+    the check schedule keeps). Every write is a compare-and-set on the record: if it finds
+    the job no longer at the provider (a webhook or a cancel got there first), the job is
+    taken out of the schedule."""
+    job_id = job["id"]
     try:
         status = ctx.fal.status(job["fal_status_url"])
     except FalNotFound:
-        fail_job(ctx.store, job["id"], "Provider no longer knows this request")
+        _still_tracked(ctx, job_id, fail_job(ctx.store, job_id,
+                                             "Provider no longer knows this request"))
         return
     except FalRetryable as exc:
-        log.info("status check failed, will retry: %s", exc, extra={"job_id": job["id"]})
+        log.info("status check failed, will retry: %s", exc, extra={"job_id": job_id})
         return
     except FalPermanent as exc:
-        fail_job(ctx.store, job["id"], getattr(exc, "reason", None) or str(exc))
+        _still_tracked(ctx, job_id, fail_job(ctx.store, job_id,
+                                             getattr(exc, "reason", None) or str(exc)))
         return
     if status.status == "COMPLETED":
         if status.failed:
-            fail_job(ctx.store, job["id"], failure_reason(status))
+            _still_tracked(ctx, job_id, fail_job(ctx.store, job_id, failure_reason(status)))
         else:
-            provider_completed(ctx.store, ctx.enqueuer, job)
+            _still_tracked(ctx, job_id, provider_completed(ctx.store, ctx.enqueuer, job))
         return
     if status.status in ("IN_QUEUE", "IN_PROGRESS"):
-        record_status(ctx.store, job, status.status, status.queue_position,
-                      check_gap(ctx.settings))
+        _still_tracked(ctx, job_id, record_status(ctx.store, job, status.status,
+                                                  status.queue_position, check_gap(ctx.settings)))
+
+
+def _still_tracked(ctx: WorkerContext, job_id: str, outcome: Any) -> None:
+    """A compare-and-set that lost means the job left the provider phase: unschedule it."""
+    if not outcome and ctx.schedule is not None:
+        ctx.schedule.remove(job_id)
+
+
+def check_due(ctx: WorkerContext, due: Due) -> None:
+    """Check one claimed job; without what the schedule keeps, read it from the store."""
+    job: dict[str, Any] | None = due.as_job()
+    if not due.status_url:
+        job = ctx.store.jobs.get(due.job_id)
+        if job is None or not is_tracked(job):
+            if ctx.schedule is not None:
+                ctx.schedule.remove(due.job_id)
+            return
+    assert job is not None
+    check_status(ctx, job)
+
+
+def run_checks(ctx: WorkerContext, dues: list[Due],
+               pool: ThreadPoolExecutor | None = None) -> list[str]:
+    """Run claimed checks concurrently on the process's status pool; returns the errors."""
+    pool = pool or ctx.status_pool()
+    errors = []
+    for outcome in pool.map(lambda d: _safe_due(ctx, d), dues):
+        if outcome:
+            errors.append(outcome)
+    return errors
+
+
+def _safe_due(ctx: WorkerContext, due: Due) -> str | None:
+    try:
+        check_due(ctx, due)
+        return None
+    except Exception as exc:  # one bad job must not stop the batch
+        log.exception("status check failed", extra={"job_id": due.job_id})
+        return f"{due.job_id}: {type(exc).__name__}"
 
 
 @dataclass
 class SweepReport:
     resent: int = 0
-    checked: int = 0
+    resend_waiting: int = 0  # due for a re-send, but their message is still queued
+    checked: int = 0  # status checks claimed (handed out as tasks or run here)
+    dispatched: int = 0  # of those, handed out to the workers as `videojobs.check` tasks
+    rebuilt_seconds: float | None = None
     timed_out: int = 0
     unknown: int = 0
     finalize_resent: int = 0
@@ -242,9 +297,7 @@ def _housekeeping(ctx: WorkerContext, report: SweepReport) -> None:
         at_provider = bool(job.get("fal_request_id"))
         if fail_job(store, job["id"], jobs.TIMED_OUT, cancel_at_provider=at_provider):
             report.timed_out += 1
-    for job in store.jobs.due_resends(SWEEP_BATCH):
-        ctx.enqueuer.submit(job["id"])
-        report.resent += 1
+    _resend_submits(ctx, report)
     for job in store.jobs.expired_leases("submitting", SWEEP_BATCH):
         report.unknown += 1
         submission_outcome_unknown(ctx, job)
@@ -257,20 +310,45 @@ def _housekeeping(ctx: WorkerContext, report: SweepReport) -> None:
     report.cancels = len(owed)
 
 
+def _resend_submits(ctx: WorkerContext, report: SweepReport) -> None:
+    """Re-send a pending job's submit message only when it may be lost, with backoff.
+
+    A message still waiting in the broker queue (its marker exists and the queue is not
+    empty) is left alone: behind a backlog, re-sending only adds duplicates. Otherwise
+    (never sent, taken by a worker that died, lost with Redis) it is re-sent, each time
+    after twice as long (RESEND_PENDING_SECONDS, doubling, capped)."""
+    store = ctx.store
+    due = store.jobs.due_resends(SWEEP_BATCH)
+    if not due:
+        return
+    waiting = ctx.enqueuer.submits_waiting([j["id"] for j in due])
+    report.resend_waiting = len(waiting)
+    for job in due:
+        if job["id"] in waiting:
+            continue
+        resends = int(job.get("resends") or 0)
+        delay = min(RESEND_BACKOFF_CAP_SECONDS, RESEND_PENDING_SECONDS * 2.0 ** (resends + 1))
+        if store.jobs.claim_resend(job["id"], delay * (0.8 + random.random() * 0.4)):
+            ctx.enqueuer.submit(job["id"])
+            report.resent += 1
+
+
 def _status_checks(ctx: WorkerContext, report: SweepReport,
                    pool: ThreadPoolExecutor | None) -> None:
-    """Concurrent provider status checks of the jobs whose check is due."""
-    owned_pool = pool is None
-    pool = pool or ThreadPoolExecutor(STATUS_THREADS, thread_name_prefix="status")
+    """Claim the due status checks from the schedule and run them."""
+    schedule = ctx.schedule
     try:
-        due = ctx.store.jobs.claim_due_checks(SWEEP_BATCH, check_gap(ctx.settings))
-        report.checked = len(due)
-        for outcome in pool.map(lambda j: _safe(check_status, ctx, j), due):
-            if outcome:
-                report.errors.append(outcome)
-    finally:
-        if owned_pool:
-            pool.shutdown(wait=True)
+        report.rebuilt_seconds = schedule.ensure_built(ctx.store)
+    except Exception as exc:  # Redis or the store is away: the next sweep tries again
+        log.warning("check schedule rebuild failed: %s", type(exc).__name__)
+    due: list[Due] = []
+    while len(due) < MAX_CHECKS_PER_SWEEP:
+        claimed = schedule.claim(SWEEP_BATCH)
+        due.extend(claimed)
+        if len(claimed) < SWEEP_BATCH:
+            break
+    report.checked = len(due)
+    report.errors.extend(run_checks(ctx, due, pool))
 
 
 def _cancel_owed(ctx: WorkerContext, job: dict[str, Any]) -> None:

@@ -275,20 +275,29 @@ class JobRepository:
             f"UPDATE $ids SET {sets}, updated_at = time::now() WHERE {where} RETURN AFTER;",
             {"ids": due})[0])
 
-    def claim_due_checks(self, limit: int, gap_seconds: float) -> list[dict[str, Any]]:
-        """Jobs at the provider whose status check is due, pushed `gap_seconds` forward.
-        Only the schedule changes, nothing a status answer shows, so the status cache is
-        not fed (measured: one Redis call per claimed row slowed every sweep)."""
-        return self._claim_batch(
-            "status = 'processing' AND phase IN ['in_queue', 'in_progress'] "
-            "AND next_check_at <= time::now()",
-            f"next_check_at = {now_plus(gap_seconds)}", limit, "ORDER BY next_check_at ASC")
+    def in_flight_checks(self) -> list[dict[str, Any]]:
+        """Every job whose provider status is checked, with what a check needs: what the
+        status-check schedule is rebuilt from (app/check_schedule.py)."""
+        return rows(self.db.query(
+            "SELECT id, status, phase, fal_status_url, provider_status, queue_position "
+            "FROM video_job WHERE status = 'processing' "
+            "AND phase IN ['in_queue', 'in_progress'];")[0])
 
     def due_resends(self, limit: int) -> list[dict[str, Any]]:
-        """Pending jobs nobody took (a lost or never-sent message), pushed forward."""
-        return self._claim_batch(
-            "status = 'pending' AND phase = 'queued' AND next_check_at <= time::now()",
-            f"next_check_at = {now_plus(RESEND_PENDING_SECONDS)}", limit)
+        """Pending jobs nobody took yet whose re-send time has come (read only: the
+        sweeper decides per job, then claims it with `claim_resend`)."""
+        return rows(self.db.query(
+            "SELECT id, resends FROM video_job WHERE status = 'pending' AND phase = 'queued' "
+            "AND next_check_at <= time::now() LIMIT $n;", {"n": limit})[0])
+
+    def claim_resend(self, job_id: str, delay_seconds: float) -> bool:
+        """Take a due re-send (compare-and-set, so one sweeper sends it) and set the next
+        one `delay_seconds` later."""
+        return bool(self.db.query(
+            f"UPDATE type::record('video_job', $id) SET next_check_at = "
+            f"{now_plus(delay_seconds)}, resends += 1, updated_at = time::now() "
+            "WHERE status = 'pending' AND phase = 'queued' AND next_check_at <= time::now() "
+            "RETURN id;", {"id": job_id})[0])
 
     def resend_due_finalize(self, limit: int, grace_seconds: float) -> list[dict[str, Any]]:
         """Finalizing jobs whose lease ran out (a crash, a lost message, a retry's wait),

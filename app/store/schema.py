@@ -105,6 +105,7 @@ DEFINE FIELD OVERWRITE lease_until ON video_job TYPE option<datetime>;
 DEFINE FIELD OVERWRITE next_check_at ON video_job TYPE option<datetime>;
 DEFINE FIELD OVERWRITE attempts ON video_job TYPE int DEFAULT 0;
 DEFINE FIELD OVERWRITE transfer_attempts ON video_job TYPE int DEFAULT 0;
+DEFINE FIELD OVERWRITE resends ON video_job TYPE int DEFAULT 0;
 DEFINE FIELD OVERWRITE cancel_requested ON video_job TYPE bool DEFAULT false;
 DEFINE FIELD OVERWRITE deadline_at ON video_job TYPE datetime;
 DEFINE FIELD OVERWRITE created_at ON video_job TYPE datetime DEFAULT time::now();
