@@ -280,13 +280,17 @@ class SweepReport:
     errors: list[str] = field(default_factory=list)
 
 
-def sweep(ctx: WorkerContext, pool: ThreadPoolExecutor | None = None) -> SweepReport:
-    """The periodic backstop: every job ends, and none waits on a lost message."""
+def sweep(ctx: WorkerContext, pool: ThreadPoolExecutor | None = None,
+          dispatch: bool = True) -> SweepReport:
+    """The periodic backstop: every job ends, and none waits on a lost message.
+
+    Due status checks are handed out as `videojobs.check` tasks (`dispatch`), or run in
+    this call (`dispatch=False`, and whenever the broker refuses a batch)."""
     report = SweepReport()
     if time.monotonic() - ctx.last_housekeeping >= HOUSEKEEPING_SECONDS:
         ctx.last_housekeeping = time.monotonic()
         _housekeeping(ctx, report)
-    _status_checks(ctx, report, pool)
+    _status_checks(ctx, report, pool, dispatch)
     return report
 
 
@@ -334,8 +338,8 @@ def _resend_submits(ctx: WorkerContext, report: SweepReport) -> None:
 
 
 def _status_checks(ctx: WorkerContext, report: SweepReport,
-                   pool: ThreadPoolExecutor | None) -> None:
-    """Claim the due status checks from the schedule and run them."""
+                   pool: ThreadPoolExecutor | None, dispatch: bool) -> None:
+    """Claim the due status checks from the schedule; hand them out, or run them here."""
     schedule = ctx.schedule
     try:
         report.rebuilt_seconds = schedule.ensure_built(ctx.store)
@@ -348,7 +352,20 @@ def _status_checks(ctx: WorkerContext, report: SweepReport,
         if len(claimed) < SWEEP_BATCH:
             break
     report.checked = len(due)
-    report.errors.extend(run_checks(ctx, due, pool))
+    inline: list[Due] = []
+    if dispatch:
+        # Batches go out as tasks on the `checks` queue, which every worker consumes, so
+        # M workers share the checks (and the sweep itself stays short).
+        for i in range(0, len(due), CHECK_BATCH):
+            batch = due[i:i + CHECK_BATCH]
+            if ctx.enqueuer.checks([d.to_message() for d in batch],
+                                   expires=max(10.0, 2 * schedule.gap)):
+                report.dispatched += len(batch)
+            else:
+                inline.extend(batch)
+    else:
+        inline = due
+    report.errors.extend(run_checks(ctx, inline, pool))
 
 
 def _cancel_owed(ctx: WorkerContext, job: dict[str, Any]) -> None:
