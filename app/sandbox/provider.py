@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from app.sandbox import render
+from app.sandbox.http11 import KeepAliveHandler, KeepAliveServer
 from app.sandbox.jobs import (
     CANCELLED,
     CONTENT_POLICY,
@@ -86,12 +87,35 @@ class _Delivery:
     attempt: int = 0
 
 
+def _count_connection(server: Any) -> None:
+    provider = getattr(getattr(server, "app", None), "provider", None)
+    if provider is not None:
+        provider.count_connection()
+
+
 class _QuietHandler(WSGIRequestHandler):
-    """Werkzeug's handler minus per-request INFO lines, which would dominate benchmark CPU."""
+    """Werkzeug's handler minus per-request INFO lines, which would dominate benchmark CPU.
+    It closes every connection after one answer (`keep_alive=False`)."""
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s -> %s", self.command, self.path, code)
+
+    def setup(self) -> None:
+        super().setup()
+        _count_connection(self.server)
+
+
+class _KeepAliveHandler(KeepAliveHandler):
+    """HTTP/1.1 with persistent connections, as fal's queue serves them (the default)."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s -> %s", self.command, self.path, code)
+
+    def setup(self) -> None:
+        super().setup()
+        _count_connection(self.server)
 
 
 def _short(value: Any) -> Any:
@@ -112,7 +136,8 @@ class SandboxProvider:
                  private_redirect_url: str = "http://169.254.169.254/latest/meta-data",
                  huge_file_bytes: int = 640 * MIB, huge_chunked_bytes: int = 64 * 1024 * MIB,
                  width: int = 320, fps: int = 12, render_workers: int = 2,
-                 image_timeout: float = 10.0, max_image_bytes: int = 50 * MIB) -> None:
+                 image_timeout: float = 10.0, max_image_bytes: int = 50 * MIB,
+                 keep_alive: bool = True) -> None:
         self.queue_seconds = queue_seconds
         self.run_seconds = run_seconds
         self.render = render
@@ -132,6 +157,7 @@ class SandboxProvider:
         self.render_workers = render_workers
         self.image_timeout = image_timeout
         self.max_image_bytes = max_image_bytes
+        self.keep_alive = keep_alive
 
         self._keys = [Ed25519PrivateKey.generate()]
         self._lock = threading.Lock()
@@ -148,7 +174,7 @@ class SandboxProvider:
         self._wake = threading.Condition()
         self._stopping = False
         self._local = threading.local()
-        self._server: BaseWSGIServer | None = None
+        self._server: BaseWSGIServer | KeepAliveServer | None = None
         self._threads: list[threading.Thread] = []
         self._render_pool: ThreadPoolExecutor | None = None
         self._webhook_pool: ThreadPoolExecutor | None = None
@@ -173,8 +199,11 @@ class SandboxProvider:
         self._render_pool = ThreadPoolExecutor(self.render_workers,
                                                thread_name_prefix="sandbox-render")
         self._webhook_pool = ThreadPoolExecutor(4, thread_name_prefix="sandbox-webhook")
-        self._server = make_server(host, port, SandboxApp(self), threaded=True,
-                                   request_handler=_QuietHandler)
+        if self.keep_alive:
+            self._server = KeepAliveServer((host, port), _KeepAliveHandler, SandboxApp(self))
+        else:
+            self._server = make_server(host, port, SandboxApp(self), threaded=True,
+                                       request_handler=_QuietHandler)
         bound = "127.0.0.1" if host in ("0.0.0.0", "") else host
         self._url = self.public_url or f"http://{bound}:{self._server.server_port}"
         server = self._server
@@ -301,7 +330,13 @@ class SandboxProvider:
         self._downloads: deque[dict[str, Any]] = deque(maxlen=LOG_LIMIT)
         self._fetches: deque[dict[str, Any]] = deque(maxlen=LOG_LIMIT)
         self._totals = {"submits": 0, "accepted": 0, "status_calls": 0, "result_calls": 0,
-                        "cancels": 0, "downloads": 0, "webhook_attempts": 0}
+                        "cancels": 0, "downloads": 0, "webhook_attempts": 0,
+                        "connections": 0}
+
+    def count_connection(self) -> None:
+        """A TCP connection was accepted (observations' totals: keep-alive at work)."""
+        with self._lock:
+            self._totals["connections"] += 1
 
     def submits(self) -> list[dict[str, Any]]:
         """Every submit received: time, endpoint, webhook, headers, body, status, request_id."""
