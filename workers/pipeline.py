@@ -64,6 +64,12 @@ CHECK_BATCH = 50  # status checks per `videojobs.check` task
 # Deadlines, lost messages and expired leases are scanned this often, not every sweep:
 # with 5,000 jobs in flight each scan held the (embedded) engine for 30-60 ms per second.
 HOUSEKEEPING_SECONDS = 3.0
+# Expired idempotency keys and temp files of crashed uploads are removed this often, by
+# one worker at a time (a Redis key is the turn).
+CLEANUP_SECONDS = 600.0
+CLEANUP_TURN_KEY = "videojobs:cleanup-turn"
+IDEMPOTENCY_KEEP_SECONDS = 24 * 3600
+STALE_UPLOAD_SECONDS = 3600  # an upload's temp file untouched this long is abandoned
 # A submit message is re-sent after RESEND_PENDING_SECONDS, then after twice as long, ...
 RESEND_BACKOFF_CAP_SECONDS = 240.0
 
@@ -273,6 +279,7 @@ class SweepReport:
     checked: int = 0  # status checks claimed (handed out as tasks or run here)
     dispatched: int = 0  # of those, handed out to the workers as `videojobs.check` tasks
     rebuilt_seconds: float | None = None
+    cleaned: dict[str, int] | None = None  # what the periodic cleanup removed, if it ran
     timed_out: int = 0
     unknown: int = 0
     finalize_resent: int = 0
@@ -290,8 +297,43 @@ def sweep(ctx: WorkerContext, pool: ThreadPoolExecutor | None = None,
     if time.monotonic() - ctx.last_housekeeping >= HOUSEKEEPING_SECONDS:
         ctx.last_housekeeping = time.monotonic()
         _housekeeping(ctx, report)
+    if time.monotonic() - ctx.last_cleanup >= CLEANUP_SECONDS:
+        ctx.last_cleanup = time.monotonic()
+        if _cleanup_turn(ctx):
+            _safe_cleanup(ctx, report)
     _status_checks(ctx, report, pool, dispatch)
     return report
+
+
+def _cleanup_turn(ctx: WorkerContext) -> bool:
+    """One worker per CLEANUP_SECONDS does the cleanup (no Redis: this process does)."""
+    client = getattr(ctx.schedule, "redis", None)
+    if client is None:
+        return True
+    try:
+        return bool(client.set(CLEANUP_TURN_KEY, ctx.owner, nx=True,
+                               ex=int(CLEANUP_SECONDS) - 5))
+    except Exception:  # Redis away: skip this round
+        return False
+
+
+def _safe_cleanup(ctx: WorkerContext, report: SweepReport) -> None:
+    try:
+        report.cleaned = cleanup(ctx)
+    except Exception as exc:  # the next round tries again
+        log.warning("cleanup failed: %s", type(exc).__name__)
+
+
+def cleanup(ctx: WorkerContext, *, idempotency_seconds: float = IDEMPOTENCY_KEEP_SECONDS,
+            upload_seconds: float = STALE_UPLOAD_SECONDS) -> dict[str, int]:
+    """Remove expired idempotency records (past their 24 h) and what uploads killed
+    mid-way left in storage (temp files; S3 multipart uploads)."""
+    keys = ctx.store.jobs.delete_expired_idempotency(int(idempotency_seconds))
+    uploads = ctx.storage.remove_stale_uploads(upload_seconds)
+    if keys or uploads:
+        log.info("cleanup: %d expired idempotency keys, %d abandoned uploads removed",
+                 keys, uploads)
+    return {"idempotency_keys": keys, "stale_uploads": uploads}
 
 
 def _housekeeping(ctx: WorkerContext, report: SweepReport) -> None:

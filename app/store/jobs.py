@@ -190,6 +190,14 @@ class JobRepository:
             "SELECT * FROM ONLY type::record('idempotency', $id);",
             {"id": idempotency_record_id(user_id, key)})[0])
 
+    def delete_expired_idempotency(self, older_than_seconds: int) -> int:
+        """Forget idempotency keys older than that (kept at least 24 h); returns how many.
+        The jobs themselves stay: only the key -> job link goes."""
+        deleted = self.db.query(
+            "DELETE idempotency WHERE created_at < time::now() - type::duration($age) "
+            "RETURN BEFORE;", {"age": f"{int(older_than_seconds)}s"})[0]
+        return len(deleted or [])
+
     def list_for_user(self, email: str, limit: int,
                       cursor: tuple[datetime, str] | None) -> list[dict[str, Any]]:
         """Newest first; `limit + 1` rows are read so the caller knows if more exist."""
