@@ -82,7 +82,8 @@ def build_context(settings: Settings, celery: Any, *, store: Store | None = None
         CheckSchedule(redis_client, check_gap(settings.status_check_interval)))
     return WorkerContext(
         settings=settings, store=store, storage=storage or build_storage(settings),
-        fal=FalClient(settings.fal_queue_url, settings.fal_key or "sandbox:sandbox"),
+        fal=FalClient(settings.fal_queue_url, settings.fal_key or "sandbox:sandbox",
+                      pool_maxsize=STATUS_THREADS + 16),  # + the pool's submit threads
         enqueuer=Enqueuer(celery, redis_client), owner=worker_name(), schedule=schedule)
 
 
