@@ -18,6 +18,10 @@ CANCEL_TASK = "videojobs.cancel"
 FINALIZE_TASK = "videojobs.finalize"
 SWEEP_TASK = "videojobs.sweep"
 CHECK_TASK = "videojobs.check"
+# Periodic tasks that run every second or so: Celery's per-run "received"/"succeeded"
+# lines (and beat's "Sending due task") for these are noise, dropped at INFO (app.logs).
+# Status-check batches are handed out several times a second: the same.
+HEARTBEAT_TASKS = frozenset({SWEEP_TASK, CHECK_TASK})
 CONTROL_QUEUE = "control"
 TRANSFER_QUEUE = "transfer"
 CHECKS_QUEUE = "checks"  # batches of provider status checks, shared by every worker
