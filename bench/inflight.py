@@ -646,11 +646,12 @@ class Result:
 
 
 def measure_window(proc: subprocess.Popen[bytes], sandbox_pid: int, seconds: float,
-                   poll: float, others: list[subprocess.Popen[bytes]] | None = None
-                   ) -> dict[str, Any]:
+                   poll: float, others: list[subprocess.Popen[bytes]] | None = None,
+                   store_pid: int | None = None) -> dict[str, Any]:
     """Sample the workers' memory through the window (with times); CPU at both ends."""
     procs = [proc, *(others or [])]
     start = time.time()
+    store0 = proc_cpu_seconds(store_pid) if store_pid else 0.0
     cpu0 = [proc_cpu_seconds(p.pid) for p in procs]
     scpu0 = proc_cpu_seconds(sandbox_pid)
     rss_start = proc_status(proc.pid)["VmRSS"]
@@ -668,6 +669,7 @@ def measure_window(proc: subprocess.Popen[bytes], sandbox_pid: int, seconds: flo
     stop = time.time()
     cpu1 = [proc_cpu_seconds(p.pid) for p in procs]
     scpu1 = proc_cpu_seconds(sandbox_pid)
+    store1 = proc_cpu_seconds(store_pid) if store_pid else 0.0
     mem = proc_status(proc.pid)
     samples.append((stop - start, mem["VmRSS"]))
     return {"start": start, "end": stop, "cpu": 100 * (cpu1[0] - cpu0[0]) / (stop - start),
@@ -676,6 +678,7 @@ def measure_window(proc: subprocess.Popen[bytes], sandbox_pid: int, seconds: flo
             "rss_start": rss_start, "hwm": mem["VmHWM"], "rss_max": max(rss_max, mem["VmRSS"]),
             "threads": threads_of(proc.pid), "rss_samples": samples,
             "pids": [p.pid for p in procs],
+            "store_cpu": 100 * (store1 - store0) / (stop - start) if store_pid else None,
             "others_rss": [proc_status(p.pid)["VmRSS"] for p in procs[1:]]}
 
 
@@ -764,7 +767,14 @@ def run_ours(args: argparse.Namespace, procs: Processes, work: Path, fal: str, r
              "--format", "raw", "-d", str(int(min(20, args.window / 2))), "-r", "50",
              "-o", args.profile, "-p", str(proc.pid)], capture_output=True, timeout=120))
         profiler.start()
-    w = measure_window(proc, sandbox_pid, args.window, args.poll, others)
+    w = measure_window(proc, sandbox_pid, args.window, args.poll, others,
+                       store_pid=args.store_pid)
+    if w.get("store_cpu") is not None:
+        result.notes.append(f"store server process (ws://, one engine): {w['store_cpu']:.0f} % "
+                            "of a core in the window")
+    if others:
+        result.notes.append("other worker processes' VmRSS at window end: " + ", ".join(
+            f"{proc_status(o.pid)['VmRSS'] / 1024:.0f} MB" for o in others))
     counts = ask_counts(work, events, "end")
     if profiler is not None:
         profiler.join()
@@ -978,6 +988,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="vj-inflight-"))
     procs = Processes(work)
     observer: Observer | None = None
+    surreal: Any = None
 
     def on_signal(signum: int, _frame: Any) -> None:
         raise SystemExit(128 + signum)  # unwinds through the finally below
@@ -1001,6 +1012,15 @@ def main() -> int:
         fal = f"http://127.0.0.1:{fal_port}"
         wait_until(lambda: requests.get(f"{fal}/_sandbox/health", timeout=2).ok, 30,
                    "the sandbox", sandbox)
+        args.store_pid = None
+        if args.store == "ws":
+            from tests.support.surreal_server import SurrealServer
+
+            surreal = SurrealServer(work / "surreal").start()
+            args.db_url, args.store_pid = surreal.url, surreal.pid
+        elif args.workers > 1:
+            raise SystemExit("--workers > 1 needs --store ws (an embedded store is one "
+                             "process's)")
         observer = Observer(fal, args.poll)
         observer.start()
         print(f"[bench] work dir {work}; sandbox {fal}; redis {redis}", file=sys.stderr)
@@ -1028,6 +1048,8 @@ def main() -> int:
         if observer is not None:
             observer.stop()
         procs.stop_all()
+        if surreal is not None:
+            surreal.stop()
         for s, handler in previous.items():
             signal.signal(s, handler)
         if args.keep:

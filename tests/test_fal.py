@@ -440,7 +440,8 @@ def test_status_checks_reuse_one_pooled_connection(keep_alive: bool) -> None:
         for _ in range(20):
             assert client.status(submission.status_url).status in ("IN_QUEUE", "IN_PROGRESS")
         accepted = provider.observations()["totals"]["connections"]
-        assert accepted == (1 if keep_alive else 21)  # the submit's connection, reused
+        # Kept alive: one connection for the submit, one reused by all 20 status checks.
+        assert accepted == (2 if keep_alive else 21)
         assert provider.status_call_count(submission.request_id) == 20
         client.close()
     finally:

@@ -139,9 +139,8 @@ class KeepAliveHandler(BaseHTTPRequestHandler):
                 self.send_header("Transfer-Encoding", "chunked")
             if self.close_connection:
                 self.send_header("Connection", "close")
-            self.end_headers()
+            self.end_headers()  # (send_response logged the request)
             state["sent"] = True
-            self.log_request(code)
 
         def write(data: bytes) -> None:
             if not state["sent"]:

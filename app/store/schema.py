@@ -116,6 +116,7 @@ DEFINE INDEX IF NOT EXISTS video_job_status_check ON video_job FIELDS status, ne
 DEFINE INDEX IF NOT EXISTS video_job_fal_request ON video_job FIELDS fal_request_id;
 DEFINE INDEX IF NOT EXISTS video_job_deadline ON video_job FIELDS status, deadline_at;
 DEFINE INDEX IF NOT EXISTS video_job_cancel_owed ON video_job FIELDS cancel_requested;
+DEFINE INDEX IF NOT EXISTS video_job_phase_lease ON video_job FIELDS phase, lease_until;
 """
 
 
