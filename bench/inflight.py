@@ -385,9 +385,14 @@ def proc_status(pid: int) -> dict[str, int]:
 
 
 def proc_cpu_seconds(pid: int) -> float:
+    return sum(proc_cpu_split(pid))
+
+
+def proc_cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process."""
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # utime, stime
 
 
 def threads_of(pid: int) -> int:
@@ -652,6 +657,7 @@ def measure_window(proc: subprocess.Popen[bytes], sandbox_pid: int, seconds: flo
     procs = [proc, *(others or [])]
     start = time.time()
     store0 = proc_cpu_seconds(store_pid) if store_pid else 0.0
+    split0 = proc_cpu_split(proc.pid)
     cpu0 = [proc_cpu_seconds(p.pid) for p in procs]
     scpu0 = proc_cpu_seconds(sandbox_pid)
     rss_start = proc_status(proc.pid)["VmRSS"]
@@ -668,6 +674,7 @@ def measure_window(proc: subprocess.Popen[bytes], sandbox_pid: int, seconds: flo
         time.sleep(min(poll, max(0.0, end - time.time())))
     stop = time.time()
     cpu1 = [proc_cpu_seconds(p.pid) for p in procs]
+    split1 = proc_cpu_split(proc.pid)
     scpu1 = proc_cpu_seconds(sandbox_pid)
     store1 = proc_cpu_seconds(store_pid) if store_pid else 0.0
     mem = proc_status(proc.pid)
@@ -678,6 +685,7 @@ def measure_window(proc: subprocess.Popen[bytes], sandbox_pid: int, seconds: flo
             "rss_start": rss_start, "hwm": mem["VmHWM"], "rss_max": max(rss_max, mem["VmRSS"]),
             "threads": threads_of(proc.pid), "rss_samples": samples,
             "pids": [p.pid for p in procs],
+            "user_system": (split1[0] - split0[0], split1[1] - split0[1]),
             "store_cpu": 100 * (store1 - store0) / (stop - start) if store_pid else None,
             "others_rss": [proc_status(p.pid)["VmRSS"] for p in procs[1:]]}
 
@@ -769,6 +777,9 @@ def run_ours(args: argparse.Namespace, procs: Processes, work: Path, fal: str, r
         profiler.start()
     w = measure_window(proc, sandbox_pid, args.window, args.poll, others,
                        store_pid=args.store_pid)
+    user, system = w["user_system"]
+    result.notes.append(f"worker 1 CPU split: {100 * user / max(1e-9, user + system):.0f} % "
+                        f"user, {100 * system / max(1e-9, user + system):.0f} % system (kernel)")
     if w.get("store_cpu") is not None:
         result.notes.append(f"store server process (ws://, one engine): {w['store_cpu']:.0f} % "
                             "of a core in the window")
@@ -798,6 +809,8 @@ def run_ours(args: argparse.Namespace, procs: Processes, work: Path, fal: str, r
                          "max_checked": max(e["checked"] for e in in_window),
                          "errors": sum(e["errors"] for e in in_window),
                          "resent_total": sum(e["resent"] for e in sweeps),
+                         "waiting_max": max((e.get("waiting") or 0 for e in sweeps), default=0),
+                         "rebuilds": [e["rebuilt"] for e in in_window if e.get("rebuilt")],
                          "longest_before": max((e["seconds"] for e in sweeps
                                                 if e["start"] < w["start"]), default=0.0)}
     errors = [e for e in all_events if e["event"] == "sweep_error"]
@@ -909,7 +922,12 @@ def print_report(args: argparse.Namespace, ours: Result, naive: Result | None) -
               f"{s['p95']:.2f} s, max {s['max']:.2f} s; {s['checked']:,} checks (max "
               f"{s['max_checked']:,} in one sweep), {s['errors']} errors. Before the window: "
               f"longest sweep {s['longest_before']:.1f} s, {s['resent_total']:,} submit "
-              "messages re-sent by the sweeper in total")
+              "messages re-sent by the sweeper in total (up to "
+              f"{s['waiting_max']:,} due ones left alone at once: still queued)")
+        if s["rebuilds"]:
+            print(f"schedule reconciled from the store in the window: {len(s['rebuilds'])} "
+                  f"times, {1000 * sum(s['rebuilds']) / len(s['rebuilds']):.0f} ms mean, "
+                  f"{1000 * max(s['rebuilds']):.0f} ms max ({ours.in_flight:,} jobs)")
     for r in cols:
         for note in r.notes:
             print(f"- {note}")
