@@ -110,3 +110,39 @@ def test_s3_cleanup_aborts_abandoned_multipart_uploads(s3_endpoint: str) -> None
     assert storage.remove_stale_uploads(3600) == 1
     assert storage.head("users/u/library/done.mp4") is not None
     assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_submit_messages_are_resent_only_when_they_may_be_lost(
+        store: Store, tmp_path: Path, redis_url: str, redis_client: Any) -> None:
+    """Behind a backlog the queued message is left alone; a lost one is re-sent, with
+    backoff (no worker consumes here: the messages stay in the control queue)."""
+    from app.queue import SUBMIT_SENT_KEY
+
+    settings = Settings(secret_key="k", surrealdb_url="mem://", redis_url=redis_url,
+                        storage_dir=str(tmp_path / "storage"), embedded=True)
+    ctx = build_context(settings, make_celery(settings), store=store,
+                        storage=LocalStorage(tmp_path / "storage", "k"))
+    user = store.users.create("q@example.com", None, credits=300)
+    queued, lost = new_job(user), new_job(user)
+    for job in (queued, lost):
+        store.jobs.create_with_charge(job)
+        ctx.enqueuer.submit(job.job_id)  # as the API does
+    redis_client.delete(SUBMIT_SENT_KEY + lost.job_id)  # e.g. sent while Redis was away
+    store.db.query("UPDATE video_job SET next_check_at = time::now() - 1s;")  # 15 s passed
+    assert redis_client.llen("control") == 2
+
+    def housekeeping() -> pipeline.SweepReport:
+        ctx.last_housekeeping = 0.0
+        return pipeline.sweep(ctx, dispatch=False)
+
+    report = housekeeping()
+    assert (report.resent, report.resend_waiting) == (1, 1)  # only the lost one
+    assert redis_client.llen("control") == 3
+    assert housekeeping().resent == 0  # the re-sent one now waits its backoff (30 s)
+    again = store.jobs.get(lost.job_id)
+    assert again is not None and again["resends"] == 1
+    # The queue drained (a worker took the message and died): the marker alone no longer
+    # proves the message waits, so it is re-sent.
+    redis_client.delete("control")
+    store.db.query("UPDATE video_job SET next_check_at = time::now() - 1s;")
+    assert housekeeping().resent == 2
