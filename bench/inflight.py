@@ -4,7 +4,8 @@ at least every 10 s, RSS <= 300 MB), beside a naive worker that polls inside its
 
     .venv/bin/python bench/inflight.py [--jobs 5000] [--window 60] [--interval 10]
                                        [--concurrency 8] [--poll 1.0] [--naive-window S]
-                                       [--store surrealkv|mem] [--skip-naive]
+                                       [--store surrealkv|mem|ws] [--workers N]
+                                       [--no-keep-alive] [--skip-naive]
                                        [--profile PATH] [--patch FILE] [--keep]
 
 Processes (all on 127.0.0.1; every one stopped by pid and the temp dir removed on exit,
@@ -19,6 +20,9 @@ failure or SIGTERM; children also get SIGKILL if this script dies):
   `videojobs.submit` per job (as the API does), then runs a real Celery worker (threads
   pool, `--concurrency` slots, `worker_main` in the main thread) and the sweeper loop
   (`workers.pipeline.sweep` at 1 s ticks, as beat triggers it) on that one store;
+- with `--workers N` (and `--store ws`: the WebSocket SurrealDB stand-in of
+  tests/support/surreal_server.py, its own process), N-1 more worker processes that only
+  consume tasks (status-check batches included), like more `worker` lines;
 - the naive reference (`--role naive`): a Celery worker of the same pool size whose task
   submits to fal, then loops `status` + `time.sleep(interval)` until done (one slot held
   per job; no store).
