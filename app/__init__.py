@@ -91,7 +91,13 @@ def register_services(app: Flask, settings: Settings, store: Any, storage: Any, 
     from app.webhook_secrets import SecretBox
 
     status_cache = store.use_status_cache(StatusCache(redis_client))
-    enqueuer = Enqueuer(celery)
+    if redis_client is not None:
+        from app.check_schedule import CheckSchedule, check_gap
+
+        # Webhook writes take finished jobs out of the workers' status-check schedule.
+        store.use_check_schedule(CheckSchedule(redis_client,
+                                               check_gap(settings.status_check_interval)))
+    enqueuer = Enqueuer(celery, redis_client)
     store.on_new_delivery(enqueuer.deliver)  # failures and cancels end in the API too
     app.extensions["videojobs"] = Services(
         settings=settings, store=store, storage=storage, enqueuer=enqueuer,

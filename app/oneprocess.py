@@ -176,12 +176,13 @@ def run_all_in_one(host: str = "127.0.0.1", port: int | None = None,
     def sweeper() -> None:
         while not stop.wait(pipeline.SWEEP_PERIOD_SECONDS):
             try:
-                pipeline.sweep(ctx)
+                # One process: checks run in the sweep's pool, not through the broker.
+                pipeline.sweep(ctx, dispatch=False)
             except Exception:  # keep sweeping: the next round retries
                 log.exception("sweep failed")
 
     worker = start_worker(celery, pool="threads", concurrency=4, perform_ping_check=False,
-                          loglevel="INFO", queues=["control", "transfer", "webhooks"],
+                          loglevel="INFO", queues=["control", "checks", "transfer", "webhooks"],
                           shutdown_timeout=30)
     worker.__enter__()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per poll

@@ -18,12 +18,19 @@ CANCEL_TASK = "videojobs.cancel"
 FINALIZE_TASK = "videojobs.finalize"
 SWEEP_TASK = "videojobs.sweep"
 DELIVER_WEBHOOK_TASK = "videojobs.deliver_webhook"
+CHECK_TASK = "videojobs.check"
 # Periodic tasks that run every second or so: Celery's per-run "received"/"succeeded"
 # lines (and beat's "Sending due task") for these are noise, dropped at INFO (app.logs).
-HEARTBEAT_TASKS = frozenset({SWEEP_TASK})
+# Status-check batches are handed out several times a second: the same.
+HEARTBEAT_TASKS = frozenset({SWEEP_TASK, CHECK_TASK})
 CONTROL_QUEUE = "control"
 TRANSFER_QUEUE = "transfer"
 WEBHOOK_QUEUE = "webhooks"  # outbound webhooks: slow receivers never delay job control
+CHECKS_QUEUE = "checks"  # batches of provider status checks, shared by every worker
+# Set when a submit message is sent, removed when a worker takes it: while it exists and
+# the control queue is not empty, the message is waiting there and is not re-sent.
+SUBMIT_SENT_KEY = "videojobs:submit-sent:"
+SUBMIT_SENT_SECONDS = 3600
 
 
 def make_producer(broker_url: str) -> Celery:
@@ -43,10 +50,15 @@ def make_producer(broker_url: str) -> Celery:
 
 
 class Enqueuer:
-    """Sends job hints; failures are logged, never raised."""
+    """Sends job hints; failures are logged, never raised.
 
-    def __init__(self, celery: Celery) -> None:
+    With the broker's Redis at hand (`redis_client`), each submit message leaves a marker
+    that the worker taking it removes, so the sweeper can tell a message still waiting in
+    the queue (not re-sent) from one that may be lost."""
+
+    def __init__(self, celery: Celery, redis_client: Any | None = None) -> None:
         self.celery = celery
+        self.redis = redis_client
 
     def _send(self, name: str, job_id: str, queue: str = CONTROL_QUEUE) -> bool:
         try:
@@ -62,7 +74,44 @@ class Enqueuer:
         return self._send(DELIVER_WEBHOOK_TASK, delivery_id, WEBHOOK_QUEUE)
 
     def submit(self, job_id: str) -> bool:
-        return self._send(SUBMIT_TASK, job_id)
+        sent = self._send(SUBMIT_TASK, job_id)
+        if sent and self.redis is not None:
+            try:
+                self.redis.set(SUBMIT_SENT_KEY + job_id, 1, ex=SUBMIT_SENT_SECONDS)
+            except Exception:  # no marker: the sweeper re-sends sooner, harmlessly
+                pass
+        return sent
+
+    def submit_taken(self, job_id: str) -> None:
+        """A worker took the job's submit message: no message is waiting any more."""
+        if self.redis is not None:
+            try:
+                self.redis.delete(SUBMIT_SENT_KEY + job_id)
+            except Exception:
+                pass
+
+    def submits_waiting(self, job_ids: list[str]) -> set[str]:
+        """Jobs whose submit message is still in the broker queue: their marker exists and
+        the control queue is not empty. Empty when unknown (no Redis): then re-send."""
+        if self.redis is None or not job_ids:
+            return set()
+        try:
+            if not self.redis.llen(CONTROL_QUEUE):
+                return set()  # nothing queued: a marker left means a message taken and lost
+            found = self.redis.mget([SUBMIT_SENT_KEY + j for j in job_ids])
+        except Exception:
+            return set()
+        return {j for j, hit in zip(job_ids, found, strict=True) if hit}
+
+    def checks(self, batch: list[list[Any]], expires: float) -> bool:
+        """Hand a batch of due status checks to whichever worker takes it first."""
+        try:
+            self.celery.send_task(CHECK_TASK, args=[batch], queue=CHECKS_QUEUE, retry=False,
+                                  expires=expires)
+            return True
+        except Exception as exc:  # the sweep runs them itself
+            log.warning("broker unreachable, checks run by the sweep: %s", type(exc).__name__)
+            return False
 
     def cancel(self, job_id: str) -> bool:
         return self._send(CANCEL_TASK, job_id)

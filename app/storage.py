@@ -97,6 +97,10 @@ class Storage(Protocol):
 
     def ping(self) -> None: ...
 
+    def remove_stale_uploads(self, older_than_seconds: float) -> int:
+        """Remove what uploads interrupted by a crash left behind; returns how many."""
+        ...
+
 
 def _is_name(value: str) -> bool:
     return _NAME_RE.fullmatch(value) is not None and ".." not in value
@@ -321,6 +325,25 @@ class S3Storage:
         except Exception as exc:
             raise StorageUnavailable(f"bucket {self.bucket}: {exc}") from exc
 
+    def remove_stale_uploads(self, older_than_seconds: float) -> int:
+        """Abort multipart uploads started longer ago than that (a worker killed mid-copy
+        leaves its parts billed but invisible; a bucket lifecycle rule does the same)."""
+        import datetime as dt
+
+        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=older_than_seconds)
+        removed = 0
+        try:
+            paginator = self.client.get_paginator("list_multipart_uploads")
+            for page in paginator.paginate(Bucket=self.bucket):
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"] < cutoff:
+                        self.client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                        removed += 1
+        except Exception as exc:
+            raise _s3_error(exc, "cleanup") from None
+        return removed
+
 
 # --- local directory -----------------------------------------------------------------------
 
@@ -450,6 +473,22 @@ class LocalStorage:
             raise StorageUnavailable(f"{self.root}: {exc}") from exc
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise StorageUnavailable(f"{self.root} is not writable")
+
+    def remove_stale_uploads(self, older_than_seconds: float) -> int:
+        """Delete temp files (`.<name>.*.tmp`) older than that: an upload killed with
+        kill -9 never reached its cleanup. Younger ones may belong to a running upload."""
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        for directory, _, files in os.walk(self.root):
+            for name in files:
+                if not (name.startswith(".") and name.endswith(".tmp")):
+                    continue
+                path = Path(directory) / name
+                with contextlib.suppress(OSError):
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+        return removed
 
 
 @functools.cache

@@ -4,7 +4,8 @@ at least every 10 s, RSS <= 300 MB), beside a naive worker that polls inside its
 
     .venv/bin/python bench/inflight.py [--jobs 5000] [--window 60] [--interval 10]
                                        [--concurrency 8] [--poll 1.0] [--naive-window S]
-                                       [--store surrealkv|mem] [--skip-naive]
+                                       [--store surrealkv|mem|ws] [--workers N]
+                                       [--no-keep-alive] [--skip-naive]
                                        [--profile PATH] [--patch FILE] [--keep]
 
 Processes (all on 127.0.0.1; every one stopped by pid and the temp dir removed on exit,
@@ -19,6 +20,9 @@ failure or SIGTERM; children also get SIGKILL if this script dies):
   `videojobs.submit` per job (as the API does), then runs a real Celery worker (threads
   pool, `--concurrency` slots, `worker_main` in the main thread) and the sweeper loop
   (`workers.pipeline.sweep` at 1 s ticks, as beat triggers it) on that one store;
+- with `--workers N` (and `--store ws`: the WebSocket SurrealDB stand-in of
+  tests/support/surreal_server.py, its own process), N-1 more worker processes that only
+  consume tasks (status-check batches included), like more `worker` lines;
 - the naive reference (`--role naive`): a Celery worker of the same pool size whose task
   submits to fal, then loops `status` + `time.sleep(interval)` until done (one slot held
   per job; no store).
@@ -130,7 +134,6 @@ def run_worker(args: argparse.Namespace) -> int:
     from app.store import DatabaseConfig, Store
     from app.store.jobs import NewJob
     from app.video_templates import load_template_file, render_inputs, resolve_variables
-    from workers import pipeline
     from workers.celery_app import make_celery
     from workers.context import build_context, set_context
 
@@ -142,6 +145,12 @@ def run_worker(args: argparse.Namespace) -> int:
         job_timeout_seconds=3600)
     store = Store.open(DatabaseConfig(args.db_url))
     storage = LocalStorage(Path(settings.storage_dir), "bench-secret")
+
+    if args.secondary:
+        # A second worker process: no seeding, no sweeper; it takes tasks like any worker.
+        celery = make_celery(settings)
+        set_context(build_context(settings, celery, store=store, storage=storage))
+        return _serve(args, events, celery, store, None, work)
 
     # Seed: templates, one user with enough credits, one start image, N pending jobs.
     templates = load_template_file(ROOT / "app" / "demo" / "templates.yaml")
@@ -178,6 +187,13 @@ def run_worker(args: argparse.Namespace) -> int:
     del job_ids
     events.emit("seeded", jobs=args.jobs, create_seconds=round(created, 2),
                 enqueue_seconds=round(enqueued, 2))
+    return _serve(args, events, celery, store, ctx, work)
+
+
+def _serve(args: argparse.Namespace, events: Events, celery: Any, store: Any, ctx: Any,
+           work: Path) -> int:
+    """Run the Celery worker in the main thread; the sweeper loop too when `ctx` is given."""
+    from workers import pipeline
 
     stop = threading.Event()
 
@@ -191,7 +207,8 @@ def run_worker(args: argparse.Namespace) -> int:
                 report = pipeline.sweep(ctx)
                 events.emit("sweep", start=started, seconds=round(time.monotonic() - m0, 4),
                             checked=report.checked, resent=report.resent,
-                            errors=len(report.errors), timed_out=report.timed_out)
+                            errors=len(report.errors), timed_out=report.timed_out,
+                            waiting=report.resend_waiting, rebuilt=report.rebuilt_seconds)
             except Exception as exc:  # keep sweeping; the parent reports it
                 events.emit("sweep_error", start=started, error=repr(exc))
             tick += pipeline.SWEEP_PERIOD_SECONDS
@@ -216,14 +233,33 @@ def run_worker(args: argparse.Namespace) -> int:
             except Exception as exc:
                 events.emit("count_error", tag=tag, error=repr(exc))
 
-    threads = [threading.Thread(target=sweeper, name="bench-sweeper", daemon=True),
-               threading.Thread(target=counter, name="bench-counter", daemon=True)]
+    from celery.signals import task_prerun
+
+    done = {"checks": 0}
+    done_lock = threading.Lock()
+
+    def count_checks(sender: Any = None, args: Any = None, **_: Any) -> None:
+        if getattr(sender, "name", None) == "videojobs.check" and args:
+            with done_lock:
+                done["checks"] += len(args[0])
+
+    task_prerun.connect(count_checks, weak=False)
+
+    def reporter() -> None:
+        while not stop.wait(1.0):
+            events.emit("checks_done", n=done["checks"], pid=os.getpid(),
+                        cpu=proc_cpu_seconds(os.getpid()))
+
+    threads = [threading.Thread(target=counter, name="bench-counter", daemon=True),
+               threading.Thread(target=reporter, name="bench-reporter", daemon=True)]
+    if ctx is not None:
+        threads.append(threading.Thread(target=sweeper, name="bench-sweeper", daemon=True))
     for thread in threads:
         thread.start()
     events.emit("worker_start")
     try:
         celery.worker_main(["worker", "--pool=threads", f"--concurrency={args.concurrency}",
-                            "--queues=control,transfer", "--loglevel=WARNING",
+                            "--queues=control,checks,transfer", "--loglevel=WARNING",
                             f"--hostname=bench-inflight-{os.getpid()}@%h"])
     finally:
         stop.set()
@@ -353,9 +389,14 @@ def proc_status(pid: int) -> dict[str, int]:
 
 
 def proc_cpu_seconds(pid: int) -> float:
+    return sum(proc_cpu_split(pid))
+
+
+def proc_cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process."""
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # utime, stime
 
 
 def threads_of(pid: int) -> int:
@@ -586,29 +627,71 @@ class Result:
     poll_ms: float = 0.0
     notes: list[str] = field(default_factory=list)
     sweeps: dict[str, Any] = field(default_factory=dict)
+    rss_samples: list[tuple[float, int]] = field(default_factory=list)  # (s, kB), worker 1
+    cpu_seconds: list[float] = field(default_factory=list)  # per worker process, in window
+    pids: list[int] = field(default_factory=list)
+    others_rss_mb: list[float] = field(default_factory=list)
+    checks_by_worker: list[int] = field(default_factory=list)  # checks run in the window
+
+    def rss_at(self, t: float) -> float:
+        """Worker 1's RSS (MB) sampled closest to t seconds into the window."""
+        if not self.rss_samples:
+            return 0.0
+        return min(self.rss_samples, key=lambda s: abs(s[0] - t))[1] / 1024
+
+    @property
+    def tail_seconds(self) -> float:
+        """The span the growth target looks at: the last 5 minutes (or half a shorter window)."""
+        return min(300.0, self.window / 2)
+
+    @property
+    def tail_growth_mb(self) -> float:
+        return self.rss_at(self.window) - self.rss_at(self.window - self.tail_seconds)
+
+    @property
+    def cpu_ms_per_check(self) -> float:
+        checks = sum(self.checks_by_worker) or self.status_rate * self.window
+        return 1000 * sum(self.cpu_seconds) / max(1.0, checks)
 
 
 def measure_window(proc: subprocess.Popen[bytes], sandbox_pid: int, seconds: float,
-                   poll: float) -> dict[str, Any]:
-    """Sample the worker's memory through the window; CPU at both ends."""
-    pid = proc.pid
+                   poll: float, others: list[subprocess.Popen[bytes]] | None = None,
+                   store_pid: int | None = None) -> dict[str, Any]:
+    """Sample the workers' memory through the window (with times); CPU at both ends."""
+    procs = [proc, *(others or [])]
     start = time.time()
-    cpu0, scpu0 = proc_cpu_seconds(pid), proc_cpu_seconds(sandbox_pid)
-    rss_start = proc_status(pid)["VmRSS"]
+    store0 = proc_cpu_seconds(store_pid) if store_pid else 0.0
+    split0 = proc_cpu_split(proc.pid)
+    cpu0 = [proc_cpu_seconds(p.pid) for p in procs]
+    scpu0 = proc_cpu_seconds(sandbox_pid)
+    rss_start = proc_status(proc.pid)["VmRSS"]
     rss_max = rss_start
+    samples: list[tuple[float, int]] = [(0.0, rss_start)]
     end = start + seconds
     while time.time() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"worker exited during the window ({proc.returncode})")
-        rss_max = max(rss_max, proc_status(pid)["VmRSS"])
+        for p in procs:
+            if p.poll() is not None:
+                raise RuntimeError(f"worker exited during the window ({p.returncode})")
+        rss = proc_status(proc.pid)["VmRSS"]
+        samples.append((time.time() - start, rss))
+        rss_max = max(rss_max, rss)
         time.sleep(min(poll, max(0.0, end - time.time())))
     stop = time.time()
-    cpu1, scpu1 = proc_cpu_seconds(pid), proc_cpu_seconds(sandbox_pid)
-    mem = proc_status(pid)
-    return {"start": start, "end": stop, "cpu": 100 * (cpu1 - cpu0) / (stop - start),
+    cpu1 = [proc_cpu_seconds(p.pid) for p in procs]
+    split1 = proc_cpu_split(proc.pid)
+    scpu1 = proc_cpu_seconds(sandbox_pid)
+    store1 = proc_cpu_seconds(store_pid) if store_pid else 0.0
+    mem = proc_status(proc.pid)
+    samples.append((stop - start, mem["VmRSS"]))
+    return {"start": start, "end": stop, "cpu": 100 * (cpu1[0] - cpu0[0]) / (stop - start),
+            "cpu_seconds": [b - a for a, b in zip(cpu0, cpu1, strict=True)],
             "sandbox_cpu": 100 * (scpu1 - scpu0) / (stop - start), "rss": mem["VmRSS"],
             "rss_start": rss_start, "hwm": mem["VmHWM"], "rss_max": max(rss_max, mem["VmRSS"]),
-            "threads": threads_of(pid)}
+            "threads": threads_of(proc.pid), "rss_samples": samples,
+            "pids": [p.pid for p in procs],
+            "user_system": (split1[0] - split0[0], split1[1] - split0[1]),
+            "store_cpu": 100 * (store1 - store0) / (stop - start) if store_pid else None,
+            "others_rss": [proc_status(p.pid)["VmRSS"] for p in procs[1:]]}
 
 
 def fill(result: Result, w: dict[str, Any], observer: Observer, args: argparse.Namespace,
@@ -631,6 +714,10 @@ def fill(result: Result, w: dict[str, Any], observer: Observer, args: argparse.N
     result.rss_max_mb, result.hwm_mb = w["rss_max"] / 1024, w["hwm"] / 1024
     result.cpu_pct, result.sandbox_cpu_pct = w["cpu"], w["sandbox_cpu"]
     result.threads = w["threads"]
+    result.rss_samples = w.get("rss_samples", [])
+    result.cpu_seconds = w.get("cpu_seconds", [])
+    result.pids = w.get("pids", [])
+    result.others_rss_mb = [r / 1024 for r in w.get("others_rss", [])]
     polls = sorted(observer.poll_seconds)
     result.poll_ms = 1000 * _pct(polls, 0.5)
 
@@ -649,9 +736,13 @@ def ask_counts(work: Path, events: Path, tag: str) -> dict[str, Any] | None:
 
 def run_ours(args: argparse.Namespace, procs: Processes, work: Path, fal: str, redis: str,
              observer: Observer, sandbox_pid: int) -> Result:
-    result = Result("ours: sweeper, no slot held")
+    label = f"ours: {args.workers} worker process{'es' if args.workers > 1 else ''}"
+    if args.no_keep_alive:
+        label += ", no keep-alive"
+    result = Result(label)
     events = work / "worker.events"
-    db_url = f"surrealkv://{work / 'db'}" if args.store == "surrealkv" else "mem://"
+    db_url = ({"surrealkv": f"surrealkv://{work / 'db'}", "mem": "mem://"}.get(args.store)
+              or args.db_url)
     argv = [sys.executable, str(Path(__file__).resolve()), "--role", "worker", "--jobs",
             str(args.jobs), "--interval", str(args.interval), "--concurrency",
             str(args.concurrency), "--redis", redis, "--fal", fal, "--work", str(work),
@@ -662,6 +753,8 @@ def run_ours(args: argparse.Namespace, procs: Processes, work: Path, fal: str, r
     t_boot = time.time()
     wait_until(lambda: any(e["event"] == "worker_start" for e in read_events(events)),
                args.seed_timeout, "the worker to seed its jobs", proc)
+    others = [procs.start(f"worker{i + 2}", [*argv, "--secondary"])
+              for i in range(args.workers - 1)]
     seeded = next(e for e in read_events(events) if e["event"] == "seeded")
     result.notes.append(f"seeding {args.jobs} jobs via create_with_charge took "
                         f"{seeded['create_seconds']} s, enqueueing their submits "
@@ -686,7 +779,17 @@ def run_ours(args: argparse.Namespace, procs: Processes, work: Path, fal: str, r
              "--format", "raw", "-d", str(int(min(20, args.window / 2))), "-r", "50",
              "-o", args.profile, "-p", str(proc.pid)], capture_output=True, timeout=120))
         profiler.start()
-    w = measure_window(proc, sandbox_pid, args.window, args.poll)
+    w = measure_window(proc, sandbox_pid, args.window, args.poll, others,
+                       store_pid=args.store_pid)
+    user, system = w["user_system"]
+    result.notes.append(f"worker 1 CPU split: {100 * user / max(1e-9, user + system):.0f} % "
+                        f"user, {100 * system / max(1e-9, user + system):.0f} % system (kernel)")
+    if w.get("store_cpu") is not None:
+        result.notes.append(f"store server process (ws://, one engine): {w['store_cpu']:.0f} % "
+                            "of a core in the window")
+    if others:
+        result.notes.append("other worker processes' VmRSS at window end: " + ", ".join(
+            f"{proc_status(o.pid)['VmRSS'] / 1024:.0f} MB" for o in others))
     counts = ask_counts(work, events, "end")
     if profiler is not None:
         profiler.join()
@@ -710,12 +813,22 @@ def run_ours(args: argparse.Namespace, procs: Processes, work: Path, fal: str, r
                          "max_checked": max(e["checked"] for e in in_window),
                          "errors": sum(e["errors"] for e in in_window),
                          "resent_total": sum(e["resent"] for e in sweeps),
+                         "waiting_max": max((e.get("waiting") or 0 for e in sweeps), default=0),
+                         "rebuilds": [e["rebuilt"] for e in in_window if e.get("rebuilt")],
                          "longest_before": max((e["seconds"] for e in sweeps
                                                 if e["start"] < w["start"]), default=0.0)}
     errors = [e for e in all_events if e["event"] == "sweep_error"]
     if errors:
         result.notes.append(f"{len(errors)} sweeps raised, first: {errors[0]['error']}")
     fill(result, w, observer, args, work / "sandbox.log", t_boot)
+    done = [e for e in all_events if e["event"] == "checks_done"]
+    for pid in w["pids"]:
+        mine = [e for e in done if e["pid"] == pid]
+        at_start = max((e["n"] for e in mine if e["t"] <= w["start"]), default=0)
+        at_end = max((e["n"] for e in mine if e["t"] <= w["end"]), default=0)
+        result.checks_by_worker.append(at_end - at_start)
+    for other in others:
+        procs.stop(other, grace=30)
     procs.stop(proc, grace=30)
     return result
 
@@ -791,7 +904,20 @@ def print_report(args: argparse.Namespace, ours: Result, naive: Result | None) -
         f"({60 * (r.rss_mb - r.rss_start_mb) / max(1.0, r.window):+.0f} MB/min)")
     row("worker VmRSS max sampled / VmHWM", lambda r: f"**{r.rss_max_mb:.0f}** / {r.hwm_mb:.0f} MB",
         f"<= {RSS_TARGET_MB} MB")
-    row("worker CPU (% of one core)", lambda r: f"{r.cpu_pct:.0f} %")
+    row(f"worker 1 VmRSS growth over the last {ours.tail_seconds / 60:.1f} min",
+        lambda r: f"**{r.tail_growth_mb:+.1f} MB**" if r.rss_samples else "-", "<= +5 MB")
+    row("worker 1 VmRSS each minute", lambda r: " / ".join(
+        f"{r.rss_at(t):.0f}" for t in range(0, int(r.window) + 1, 60)) + " MB"
+        if r.rss_samples else "-")
+    row("worker CPU (% of one core)", lambda r: f"{r.cpu_pct:.0f} %"
+        + (f" (+ {', '.join(f'{100 * c / max(1.0, r.window):.0f} %' for c in r.cpu_seconds[1:])})"
+           if len(r.cpu_seconds) > 1 else ""))
+    row("our CPU per status check (all workers)", lambda r: f"**{r.cpu_ms_per_check:.3f} ms**"
+        if r.cpu_seconds else "-", "<= 0.3 ms")
+    row("checks run per worker process in window", lambda r: " / ".join(
+        f"{n:,} ({100 * n / max(1, sum(r.checks_by_worker)):.0f} %)" for n in r.checks_by_worker)
+        if r.checks_by_worker and sum(r.checks_by_worker) else "-",
+        "30-70 % each" if args.workers > 1 else "")
     row("worker threads", lambda r: f"{r.threads}")
     row("sandbox CPU (% of one core)", lambda r: f"{r.sandbox_cpu_pct:.0f} %")
     if ours.sweeps:
@@ -800,7 +926,12 @@ def print_report(args: argparse.Namespace, ours: Result, naive: Result | None) -
               f"{s['p95']:.2f} s, max {s['max']:.2f} s; {s['checked']:,} checks (max "
               f"{s['max_checked']:,} in one sweep), {s['errors']} errors. Before the window: "
               f"longest sweep {s['longest_before']:.1f} s, {s['resent_total']:,} submit "
-              "messages re-sent by the sweeper in total")
+              "messages re-sent by the sweeper in total (up to "
+              f"{s['waiting_max']:,} due ones left alone at once: still queued)")
+        if s["rebuilds"]:
+            print(f"schedule reconciled from the store in the window: {len(s['rebuilds'])} "
+                  f"times, {1000 * sum(s['rebuilds']) / len(s['rebuilds']):.0f} ms mean, "
+                  f"{1000 * max(s['rebuilds']):.0f} ms max ({ours.in_flight:,} jobs)")
     for r in cols:
         for note in r.notes:
             print(f"- {note}")
@@ -809,7 +940,11 @@ def print_report(args: argparse.Namespace, ours: Result, naive: Result | None) -
     slope = 60 * (ours.rss_mb - ours.rss_start_mb) / max(1.0, ours.window)  # MB/min
     projected = ours.rss_mb + RSS_PROJECT_MINUTES * max(0.0, slope)
     rss_ok = ours.rss_max_mb <= RSS_TARGET_MB and projected <= RSS_TARGET_MB
-    ok = flight_ok and gap_ok and rss_ok
+    growth_ok = ours.tail_growth_mb <= 5.0
+    cpu_ok = ours.cpu_ms_per_check <= 0.3
+    shares = [n / max(1, sum(ours.checks_by_worker)) for n in ours.checks_by_worker]
+    split_ok = len(shares) < 2 or all(0.3 <= x <= 0.7 for x in shares)
+    ok = flight_ok and gap_ok and rss_ok and growth_ok and cpu_ok and split_ok
 
     def yes(flag: bool) -> str:
         return "yes" if flag else "NO"
@@ -817,7 +952,12 @@ def print_report(args: argparse.Namespace, ours: Result, naive: Result | None) -
     verdict = (f"{ours.in_flight:,} in flight (>= {MIN_IN_FLIGHT:,}: {yes(flight_ok)}), "
                f"longest gap {ours.gap['max']:.1f} s (<= {interval:.0f} s: {yes(gap_ok)}), "
                f"RSS {ours.rss_max_mb:.0f} MB, {slope:+.0f} MB/min, {projected:.0f} MB "
-               f"projected {RSS_PROJECT_MINUTES} min on (<= {RSS_TARGET_MB} MB: {yes(rss_ok)})")
+               f"projected {RSS_PROJECT_MINUTES} min on (<= {RSS_TARGET_MB} MB: {yes(rss_ok)}), "
+               f"{ours.tail_growth_mb:+.1f} MB over the last {ours.tail_seconds / 60:.1f} min "
+               f"(<= 5 MB: {yes(growth_ok)}), {ours.cpu_ms_per_check:.3f} ms CPU per check "
+               f"(<= 0.3 ms: {yes(cpu_ok)})"
+               + (f", split {' / '.join(f'{100 * x:.0f} %' for x in shares)} "
+                  f"(30-70 %: {yes(split_ok)})" if len(shares) > 1 else ""))
     if naive:
         verdict += (f"; a naive worker of the same size keeps {naive.in_flight:,} in flight "
                     f"({ours.in_flight / max(1, naive.in_flight):.0f}x fewer)")
@@ -836,7 +976,12 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8, help="Celery threads per worker")
     parser.add_argument("--poll", type=float, default=1.0,
                         help="seconds between /_sandbox/requests snapshots (gap resolution)")
-    parser.add_argument("--store", choices=["surrealkv", "mem"], default="surrealkv")
+    parser.add_argument("--store", choices=["surrealkv", "mem", "ws"], default="surrealkv",
+                        help="ws: the WebSocket SurrealDB stand-in (tests/support) on loopback")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes (more than 1 needs --store ws)")
+    parser.add_argument("--no-keep-alive", action="store_true",
+                        help="the sandbox closes every connection (the reference: before)")
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--seed-timeout", type=float, default=120.0)
     parser.add_argument("--submit-timeout", type=float, default=150.0)
@@ -851,6 +996,7 @@ def main() -> int:
                         help=argparse.SUPPRESS)
     for name in ("--redis", "--fal", "--work", "--db-url", "--events"):
         parser.add_argument(name, help=argparse.SUPPRESS)
+    parser.add_argument("--secondary", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "worker":
         return run_worker(args)
@@ -864,6 +1010,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="vj-inflight-"))
     procs = Processes(work)
     observer: Observer | None = None
+    surreal: Any = None
 
     def on_signal(signum: int, _frame: Any) -> None:
         raise SystemExit(128 + signum)  # unwinds through the finally below
@@ -882,10 +1029,20 @@ def main() -> int:
         sandbox = procs.start("sandbox", [
             sys.executable, "-m", "app.sandbox", "--host", "127.0.0.1", "--port", str(fal_port),
             "--no-render", "--queue-seconds", "1", "--run-seconds", "3600",
-            "--log-level", "DEBUG"])  # DEBUG: one timestamped line per request (gaps)
+            # DEBUG: one timestamped line per request (gaps)
+            "--log-level", "DEBUG", *(["--no-keep-alive"] if args.no_keep_alive else [])])
         fal = f"http://127.0.0.1:{fal_port}"
         wait_until(lambda: requests.get(f"{fal}/_sandbox/health", timeout=2).ok, 30,
                    "the sandbox", sandbox)
+        args.store_pid = None
+        if args.store == "ws":
+            from tests.support.surreal_server import SurrealServer
+
+            surreal = SurrealServer(work / "surreal").start()
+            args.db_url, args.store_pid = surreal.url, surreal.pid
+        elif args.workers > 1:
+            raise SystemExit("--workers > 1 needs --store ws (an embedded store is one "
+                             "process's)")
         observer = Observer(fal, args.poll)
         observer.start()
         print(f"[bench] work dir {work}; sandbox {fal}; redis {redis}", file=sys.stderr)
@@ -913,6 +1070,8 @@ def main() -> int:
         if observer is not None:
             observer.stop()
         procs.stop_all()
+        if surreal is not None:
+            surreal.stop()
         for s, handler in previous.items():
             signal.signal(s, handler)
         if args.keep:

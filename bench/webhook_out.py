@@ -146,7 +146,8 @@ def main() -> int:
         server = make_server("127.0.0.1", web_port, app, threaded=True)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         worker = start_worker(celery, pool="threads", concurrency=8, perform_ping_check=False,
-                              loglevel="WARNING", queues=["control", "transfer", "webhooks"])
+                              loglevel="WARNING",
+                              queues=["control", "checks", "transfer", "webhooks"])
         worker.__enter__()
 
         from app.queue import Enqueuer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import socket
@@ -418,3 +419,30 @@ def test_exception_tree() -> None:
         assert issubclass(cls, FalError)
     assert not issubclass(FalOutcomeUnknown, FalRetryable | FalPermanent)
     assert "SECRET" not in repr(FalClient("http://x", KEY))
+
+
+@pytest.mark.parametrize("keep_alive", [True, False])
+def test_status_checks_reuse_one_pooled_connection(keep_alive: bool) -> None:
+    """The sandbox serves HTTP/1.1 keep-alive as fal does, and the client's pool reuses the
+    connection for every check (each new TCP connection cost us CPU per check)."""
+    from app.demo.sample import solid_png
+    from app.sandbox import SandboxProvider
+
+    provider = SandboxProvider(queue_seconds=0.0, run_seconds=60, render=False,
+                               keep_alive=keep_alive)
+    provider.start()
+    try:
+        client = FalClient(provider.queue_url, "test:key")
+        submission = client.submit("fal-ai/kling-video/v2.1/standard/image-to-video",
+                                   {"prompt": "p", "duration": "5",
+                                    "image_url": "data:image/png;base64,"
+                                    + base64.b64encode(solid_png(4, 4)).decode()})
+        for _ in range(20):
+            assert client.status(submission.status_url).status in ("IN_QUEUE", "IN_PROGRESS")
+        accepted = provider.observations()["totals"]["connections"]
+        # Kept alive: one connection for the submit, one reused by all 20 status checks.
+        assert accepted == (2 if keep_alive else 21)
+        assert provider.status_call_count(submission.request_id) == 20
+        client.close()
+    finally:
+        provider.stop()

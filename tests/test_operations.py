@@ -33,7 +33,7 @@ def worker_and_flower(redis_url: str, redis_client: Any, tmp_path: Path
     node = f"opsworker{free_port()}@localhost"
     worker = subprocess.Popen(
         [str(BIN / "celery"), "-A", "workers.celery_app:celery", "worker", "--pool", "threads",
-         "--concurrency", "2", "--queues", "control,transfer", "-E", "-n", node,
+         "--concurrency", "2", "--queues", "control,checks,transfer,webhooks", "-E", "-n", node,
          "--loglevel", "WARNING"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
         stderr=open(tmp_path / "worker.log", "w"))  # noqa: SIM115
     port = free_port()
@@ -69,9 +69,9 @@ def test_flower_sees_the_worker_and_its_tasks(worker_and_flower: tuple[str, str]
     assert node in workers, workers
     registered = set(workers[node]["registered"])
     assert {"videojobs.submit", "videojobs.finalize", "videojobs.sweep",
-            "videojobs.cancel"} <= registered
+            "videojobs.cancel", "videojobs.check"} <= registered
     queues = {q["name"] for q in workers[node].get("active_queues", [])}
-    assert {"control", "transfer"} <= queues
+    assert {"control", "checks", "transfer"} <= queues
 
 
 def _commands() -> list[list[str]]:

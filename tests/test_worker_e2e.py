@@ -78,6 +78,7 @@ def make_stack(tmp_path: Path, redis_url: str, redis_client: Any, store: Store,
     started: list[Any] = []
 
     def factory(sweep_every: float | None = 0.3, storage: Any = None,
+                worker_queues: tuple[str, ...] = ("control", "checks", "transfer", "webhooks"),
                 **overrides: Any) -> Stack:
         settings = Settings(
             secret_key="test-secret", surrealdb_url="mem://", redis_url=redis_url,
@@ -88,7 +89,7 @@ def make_stack(tmp_path: Path, redis_url: str, redis_client: Any, store: Store,
         stack = Stack(settings, store, sandbox, sweep_every, storage)
         worker = start_worker(stack.celery, pool="threads", concurrency=4,
                               perform_ping_check=False, loglevel="WARNING",
-                              queues=["control", "transfer", "webhooks"])
+                              queues=list(worker_queues))
         worker.__enter__()
         started.append(worker)
         if sweep_every is not None:

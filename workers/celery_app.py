@@ -1,6 +1,6 @@
 """The Celery app, configured from Settings: queues, routes, events for Flower, beat.
 
-    celery -A workers.celery_app:celery worker --queues control,transfer,webhooks -E
+    celery -A workers.celery_app:celery worker --queues control,checks,transfer,webhooks -E
     celery -A workers.celery_app:celery beat
 """
 
@@ -14,6 +14,8 @@ from celery.signals import worker_process_init
 from app.config import Settings
 from app.queue import (
     CANCEL_TASK,
+    CHECK_TASK,
+    CHECKS_QUEUE,
     CONTROL_QUEUE,
     DELIVER_WEBHOOK_TASK,
     FINALIZE_TASK,
@@ -45,7 +47,9 @@ def make_celery(settings: Settings, broker_url: str | None = None) -> Celery:
                      SUBMIT_TASK: {"queue": CONTROL_QUEUE},
                      SWEEP_TASK: {"queue": CONTROL_QUEUE},
                      CANCEL_TASK: {"queue": CONTROL_QUEUE},
-                     DELIVER_WEBHOOK_TASK: {"queue": WEBHOOK_QUEUE}},
+                     DELIVER_WEBHOOK_TASK: {"queue": WEBHOOK_QUEUE},
+
+                     CHECK_TASK: {"queue": CHECKS_QUEUE}},
         # Every task re-reads the record and acts by compare-and-set, so redelivery after a
         # crash is safe: acknowledge only when done.
         task_acks_late=True,

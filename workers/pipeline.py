@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app import jobs
+from app.check_schedule import Due, is_tracked
+from app.check_schedule import check_gap as schedule_gap
 from app.fal import (
     FalNotFound,
     FalOutcomeUnknown,
@@ -35,7 +37,14 @@ from app.fal import (
 from app.metrics import JOBS_FINISHED
 from app.posters import store_poster
 from app.storage import LocalStorage, job_video_key
-from app.store.jobs import NONE, NOW, OUTBOX_DISPATCH_GRACE_SECONDS, Expr, now_plus
+from app.store.jobs import (
+    NONE,
+    NOW,
+    OUTBOX_DISPATCH_GRACE_SECONDS,
+    RESEND_PENDING_SECONDS,
+    Expr,
+    now_plus,
+)
 from app.tracking import AT_PROVIDER, fail_job, provider_completed, record_status
 from workers import webhook_delivery
 from workers.context import WorkerContext
@@ -59,10 +68,20 @@ MAX_SUBMIT_ATTEMPTS = 8
 MAX_TRANSFER_ATTEMPTS = 4
 SWEEP_PERIOD_SECONDS = 1.0
 SWEEP_BATCH = 2000
-STATUS_THREADS = 32
+MAX_CHECKS_PER_SWEEP = 20_000
+CHECK_BATCH = 100  # status checks per `videojobs.check` task
+CHECK_SLICE = 4  # checks one pool thread does in turn (see run_checks)
 # Deadlines, lost messages and expired leases are scanned this often, not every sweep:
 # with 5,000 jobs in flight each scan held the (embedded) engine for 30-60 ms per second.
 HOUSEKEEPING_SECONDS = 3.0
+# Expired idempotency keys and temp files of crashed uploads are removed this often, by
+# one worker at a time (a Redis key is the turn).
+CLEANUP_SECONDS = 600.0
+CLEANUP_TURN_KEY = "videojobs:cleanup-turn"
+IDEMPOTENCY_KEEP_SECONDS = 24 * 3600
+STALE_UPLOAD_SECONDS = 3600  # an upload's temp file untouched this long is abandoned
+# A submit message is re-sent after RESEND_PENDING_SECONDS, then after twice as long, ...
+RESEND_BACKOFF_CAP_SECONDS = 240.0
 
 SUBMISSION_UNKNOWN = "Submission outcome unknown"
 
@@ -72,9 +91,8 @@ def _backoff(attempt: int, cap: float = 60.0) -> float:
 
 
 def check_gap(settings: Any) -> float:
-    """Seconds to the next status check, so that checks are never further apart than
-    STATUS_CHECK_INTERVAL even when the sweep that picks the job up runs late."""
-    return max(0.5, settings.status_check_interval - SWEEP_PERIOD_SECONDS - 0.5)
+    """Seconds between two scheduled status checks of a job (see app/check_schedule.py)."""
+    return schedule_gap(settings.status_check_interval)
 
 
 def webhook_url(ctx: WorkerContext, job_id: str) -> str | None:
@@ -109,6 +127,7 @@ def build_input(ctx: WorkerContext, job: dict[str, Any]) -> dict[str, Any]:
 def submit_job(ctx: WorkerContext, job_id: str) -> None:
     """Claim a pending job, submit it to fal once, and save what fal answered."""
     store = ctx.store
+    ctx.enqueuer.submit_taken(job_id)
     job = store.jobs.get(job_id)
     if job is None or job["status"] != jobs.PENDING or job.get("phase") != "queued":
         return
@@ -201,33 +220,91 @@ def _cancel_quietly(ctx: WorkerContext, job_id: str, cancel_url: str | None) -> 
 # ---- tracking ----------------------------------------------------------------------------
 
 def check_status(ctx: WorkerContext, job: dict[str, Any]) -> None:
-    """One provider status check; writes only when something changed."""
+    """One provider status check; writes the store only when the provider status changed.
+
+    `job` needs only `id`, `fal_status_url`, `provider_status` and `queue_position` (what
+    the check schedule keeps). Every write is a compare-and-set on the record: if it finds
+    the job no longer at the provider (a webhook or a cancel got there first), the job is
+    taken out of the schedule."""
+    job_id = job["id"]
     try:
         status = ctx.fal.status(job["fal_status_url"])
     except FalNotFound:
-        fail_job(ctx.store, job["id"], "Provider no longer knows this request")
+        _still_tracked(ctx, job_id, fail_job(ctx.store, job_id,
+                                             "Provider no longer knows this request"))
         return
     except FalRetryable as exc:
-        log.info("status check failed, will retry: %s", exc, extra={"job_id": job["id"]})
+        log.info("status check failed, will retry: %s", exc, extra={"job_id": job_id})
         return
     except FalPermanent as exc:
-        fail_job(ctx.store, job["id"], getattr(exc, "reason", None) or str(exc))
+        _still_tracked(ctx, job_id, fail_job(ctx.store, job_id,
+                                             getattr(exc, "reason", None) or str(exc)))
         return
     if status.status == "COMPLETED":
         if status.failed:
-            fail_job(ctx.store, job["id"], failure_reason(status))
+            _still_tracked(ctx, job_id, fail_job(ctx.store, job_id, failure_reason(status)))
         else:
-            provider_completed(ctx.store, ctx.enqueuer, job)
+            _still_tracked(ctx, job_id, provider_completed(ctx.store, ctx.enqueuer, job))
         return
     if status.status in ("IN_QUEUE", "IN_PROGRESS"):
-        record_status(ctx.store, job, status.status, status.queue_position,
-                      check_gap(ctx.settings))
+        _still_tracked(ctx, job_id, record_status(ctx.store, job, status.status,
+                                                  status.queue_position, check_gap(ctx.settings)))
+
+
+def _still_tracked(ctx: WorkerContext, job_id: str, outcome: Any) -> None:
+    """A compare-and-set that lost means the job left the provider phase: unschedule it."""
+    if not outcome and ctx.schedule is not None:
+        ctx.schedule.remove(job_id)
+
+
+def check_due(ctx: WorkerContext, due: Due) -> None:
+    """Check one claimed job; without what the schedule keeps, read it from the store."""
+    job: dict[str, Any] | None = due.as_job()
+    if not due.status_url:
+        job = ctx.store.jobs.get(due.job_id)
+        if job is None or not is_tracked(job):
+            if ctx.schedule is not None:
+                ctx.schedule.remove(due.job_id)
+            return
+    assert job is not None
+    check_status(ctx, job)
+
+
+def run_checks(ctx: WorkerContext, dues: list[Due],
+               pool: ThreadPoolExecutor | None = None) -> list[str]:
+    """Run claimed checks concurrently on the process's status pool; returns the errors.
+
+    The batch is cut into slices of CHECK_SLICE checks, each checked in turn by one pool
+    thread: a thread wake-up and a future per slice instead of per check saves CPU, and a
+    batch of 100 still overlaps 25 provider round trips (fal answers in tens of ms)."""
+    if not dues:
+        return []
+    pool = pool or ctx.status_pool()
+    count = -(-len(dues) // CHECK_SLICE)
+    slices = [dues[i::count] for i in range(count)]
+    errors: list[str] = []
+    for outcome in pool.map(lambda part: [_safe_due(ctx, d) for d in part], slices):
+        errors.extend(e for e in outcome if e)
+    return errors
+
+
+def _safe_due(ctx: WorkerContext, due: Due) -> str | None:
+    try:
+        check_due(ctx, due)
+        return None
+    except Exception as exc:  # one bad job must not stop the batch
+        log.exception("status check failed", extra={"job_id": due.job_id})
+        return f"{due.job_id}: {type(exc).__name__}"
 
 
 @dataclass
 class SweepReport:
     resent: int = 0
-    checked: int = 0
+    resend_waiting: int = 0  # due for a re-send, but their message is still queued
+    checked: int = 0  # status checks claimed (handed out as tasks or run here)
+    dispatched: int = 0  # of those, handed out to the workers as `videojobs.check` tasks
+    rebuilt_seconds: float | None = None
+    cleaned: dict[str, int] | None = None  # what the periodic cleanup removed, if it ran
     timed_out: int = 0
     unknown: int = 0
     finalize_resent: int = 0
@@ -236,16 +313,55 @@ class SweepReport:
     errors: list[str] = field(default_factory=list)
 
 
-def sweep(ctx: WorkerContext, pool: ThreadPoolExecutor | None = None) -> SweepReport:
-    """The periodic backstop: every job ends, and none waits on a lost message."""
+def sweep(ctx: WorkerContext, pool: ThreadPoolExecutor | None = None,
+          dispatch: bool = True) -> SweepReport:
+    """The periodic backstop: every job ends, and none waits on a lost message.
+
+    Due status checks are handed out as `videojobs.check` tasks (`dispatch`), or run in
+    this call (`dispatch=False`, and whenever the broker refuses a batch)."""
     report = SweepReport()
     if time.monotonic() - ctx.last_housekeeping >= HOUSEKEEPING_SECONDS:
         ctx.last_housekeeping = time.monotonic()
         _housekeeping(ctx, report)
-    _status_checks(ctx, report, pool)
+    if time.monotonic() - ctx.last_cleanup >= CLEANUP_SECONDS:
+        ctx.last_cleanup = time.monotonic()
+        if _cleanup_turn(ctx):
+            _safe_cleanup(ctx, report)
+    _status_checks(ctx, report, pool, dispatch)
     # Every sweep (one indexed query): a retry is sent within about a second of its time.
     report.webhooks_sent = webhook_delivery.resend_due(ctx, OUTBOX_DISPATCH_GRACE_SECONDS)
     return report
+
+
+def _cleanup_turn(ctx: WorkerContext) -> bool:
+    """One worker per CLEANUP_SECONDS does the cleanup (no Redis: this process does)."""
+    client = getattr(ctx.schedule, "redis", None)
+    if client is None:
+        return True
+    try:
+        return bool(client.set(CLEANUP_TURN_KEY, ctx.owner, nx=True,
+                               ex=int(CLEANUP_SECONDS) - 5))
+    except Exception:  # Redis away: skip this round
+        return False
+
+
+def _safe_cleanup(ctx: WorkerContext, report: SweepReport) -> None:
+    try:
+        report.cleaned = cleanup(ctx)
+    except Exception as exc:  # the next round tries again
+        log.warning("cleanup failed: %s", type(exc).__name__)
+
+
+def cleanup(ctx: WorkerContext, *, idempotency_seconds: float = IDEMPOTENCY_KEEP_SECONDS,
+            upload_seconds: float = STALE_UPLOAD_SECONDS) -> dict[str, int]:
+    """Remove expired idempotency records (past their 24 h) and what uploads killed
+    mid-way left in storage (temp files; S3 multipart uploads)."""
+    keys = ctx.store.jobs.delete_expired_idempotency(int(idempotency_seconds))
+    uploads = ctx.storage.remove_stale_uploads(upload_seconds)
+    if keys or uploads:
+        log.info("cleanup: %d expired idempotency keys, %d abandoned uploads removed",
+                 keys, uploads)
+    return {"idempotency_keys": keys, "stale_uploads": uploads}
 
 
 def _housekeeping(ctx: WorkerContext, report: SweepReport) -> None:
@@ -255,9 +371,7 @@ def _housekeeping(ctx: WorkerContext, report: SweepReport) -> None:
         at_provider = bool(job.get("fal_request_id"))
         if fail_job(store, job["id"], jobs.TIMED_OUT, cancel_at_provider=at_provider):
             report.timed_out += 1
-    for job in store.jobs.due_resends(SWEEP_BATCH):
-        ctx.enqueuer.submit(job["id"])
-        report.resent += 1
+    _resend_submits(ctx, report)
     for job in store.jobs.expired_leases("submitting", SWEEP_BATCH):
         report.unknown += 1
         submission_outcome_unknown(ctx, job)
@@ -270,20 +384,58 @@ def _housekeeping(ctx: WorkerContext, report: SweepReport) -> None:
     report.cancels = len(owed)
 
 
+def _resend_submits(ctx: WorkerContext, report: SweepReport) -> None:
+    """Re-send a pending job's submit message only when it may be lost, with backoff.
+
+    A message still waiting in the broker queue (its marker exists and the queue is not
+    empty) is left alone: behind a backlog, re-sending only adds duplicates. Otherwise
+    (never sent, taken by a worker that died, lost with Redis) it is re-sent, each time
+    after twice as long (RESEND_PENDING_SECONDS, doubling, capped)."""
+    store = ctx.store
+    due = store.jobs.due_resends(SWEEP_BATCH)
+    if not due:
+        return
+    waiting = ctx.enqueuer.submits_waiting([j["id"] for j in due])
+    report.resend_waiting = len(waiting)
+    for job in due:
+        if job["id"] in waiting:
+            continue
+        resends = int(job.get("resends") or 0)
+        delay = min(RESEND_BACKOFF_CAP_SECONDS, RESEND_PENDING_SECONDS * 2.0 ** (resends + 1))
+        if store.jobs.claim_resend(job["id"], delay * (0.8 + random.random() * 0.4)):
+            ctx.enqueuer.submit(job["id"])
+            report.resent += 1
+
+
 def _status_checks(ctx: WorkerContext, report: SweepReport,
-                   pool: ThreadPoolExecutor | None) -> None:
-    """Concurrent provider status checks of the jobs whose check is due."""
-    owned_pool = pool is None
-    pool = pool or ThreadPoolExecutor(STATUS_THREADS, thread_name_prefix="status")
+                   pool: ThreadPoolExecutor | None, dispatch: bool) -> None:
+    """Claim the due status checks from the schedule; hand them out, or run them here."""
+    schedule = ctx.schedule
     try:
-        due = ctx.store.jobs.claim_due_checks(SWEEP_BATCH, check_gap(ctx.settings))
-        report.checked = len(due)
-        for outcome in pool.map(lambda j: _safe(check_status, ctx, j), due):
-            if outcome:
-                report.errors.append(outcome)
-    finally:
-        if owned_pool:
-            pool.shutdown(wait=True)
+        report.rebuilt_seconds = schedule.ensure_built(ctx.store)
+    except Exception as exc:  # Redis or the store is away: the next sweep tries again
+        log.warning("check schedule rebuild failed: %s", type(exc).__name__)
+    due: list[Due] = []
+    while len(due) < MAX_CHECKS_PER_SWEEP:
+        claimed = schedule.claim(SWEEP_BATCH)
+        due.extend(claimed)
+        if len(claimed) < SWEEP_BATCH:
+            break
+    report.checked = len(due)
+    inline: list[Due] = []
+    if dispatch:
+        # Batches go out as tasks on the `checks` queue, which every worker consumes, so
+        # M workers share the checks (and the sweep itself stays short).
+        for i in range(0, len(due), CHECK_BATCH):
+            batch = due[i:i + CHECK_BATCH]
+            if ctx.enqueuer.checks([d.to_message() for d in batch],
+                                   expires=max(10.0, 2 * schedule.gap)):
+                report.dispatched += len(batch)
+            else:
+                inline.extend(batch)
+    else:
+        inline = due
+    report.errors.extend(run_checks(ctx, inline, pool))
 
 
 def _cancel_owed(ctx: WorkerContext, job: dict[str, Any]) -> None:

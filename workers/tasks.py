@@ -4,10 +4,19 @@ policy lives here, the work in `workers.pipeline`."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import shared_task
 
-from app.queue import CANCEL_TASK, DELIVER_WEBHOOK_TASK, FINALIZE_TASK, SUBMIT_TASK, SWEEP_TASK
+from app.check_schedule import Due
+from app.queue import (
+    CANCEL_TASK,
+    CHECK_TASK,
+    DELIVER_WEBHOOK_TASK,
+    FINALIZE_TASK,
+    SUBMIT_TASK,
+    SWEEP_TASK,
+)
 from app.store.errors import StoreUnavailable
 from workers import pipeline, webhook_delivery
 from workers.celery_app import FINALIZE_TIME_LIMIT
@@ -44,8 +53,16 @@ def deliver_webhook(delivery_id: str) -> None:
 @shared_task(name=SWEEP_TASK, time_limit=300)
 def sweep() -> None:
     report = pipeline.sweep(get_context())
-    if report.checked or report.resent or report.timed_out or report.unknown \
-            or report.webhooks_sent:
-        log.info("sweep: %d checked, %d resent, %d timed out, %d outcome unknown, "
-                 "%d webhook deliveries sent", report.checked, report.resent,
+    if report.resent or report.timed_out or report.unknown or report.webhooks_sent:
+        log.info("sweep: %d checks handed out, %d resent, %d timed out, %d outcome unknown, "
+                 "%d webhook deliveries sent", report.dispatched, report.resent,
                  report.timed_out, report.unknown, report.webhooks_sent)
+
+
+@shared_task(name=CHECK_TASK, time_limit=120)
+def check(batch: list[list[Any]]) -> None:
+    """A batch of due status checks. Not retried: the schedule's lease brings every job
+    of a lost or failed batch back one gap later."""
+    errors = pipeline.run_checks(get_context(), [Due.from_message(item) for item in batch])
+    if errors:
+        log.warning("status checks: %d of %d failed", len(errors), len(batch))

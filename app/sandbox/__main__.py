@@ -26,13 +26,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="URL root used in answers (default: the Host the client used)")
     parser.add_argument("--api-key", default=None, help="accept only this FAL_KEY")
     parser.add_argument("--webhook-retries", type=int, default=3)
+    parser.add_argument("--no-keep-alive", action="store_true",
+                        help="close every connection after one request (HTTP/1.0)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     provider = SandboxProvider(queue_seconds=args.queue_seconds, run_seconds=args.run_seconds,
                                render=not args.no_render, webhook_retries=args.webhook_retries,
-                               public_url=args.public_url, api_key=args.api_key)
+                               public_url=args.public_url, api_key=args.api_key,
+                               keep_alive=not args.no_keep_alive)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from app.sandbox import render
+from app.sandbox.http11 import KeepAliveHandler, KeepAliveServer
 from app.sandbox.jobs import (
     CANCELLED,
     CONTENT_POLICY,
@@ -87,12 +88,35 @@ class _Delivery:
     attempt: int = 0
 
 
+def _count_connection(server: Any) -> None:
+    provider = getattr(getattr(server, "app", None), "provider", None)
+    if provider is not None:
+        provider.count_connection()
+
+
 class _QuietHandler(WSGIRequestHandler):
-    """Werkzeug's handler minus per-request INFO lines, which would dominate benchmark CPU."""
+    """Werkzeug's handler minus per-request INFO lines, which would dominate benchmark CPU.
+    It closes every connection after one answer (`keep_alive=False`)."""
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s -> %s", self.command, self.path, code)
+
+    def setup(self) -> None:
+        super().setup()
+        _count_connection(self.server)
+
+
+class _KeepAliveHandler(KeepAliveHandler):
+    """HTTP/1.1 with persistent connections, as fal's queue serves them (the default)."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s -> %s", self.command, self.path, code)
+
+    def setup(self) -> None:
+        super().setup()
+        _count_connection(self.server)
 
 
 def _short(value: Any) -> Any:
@@ -114,7 +138,8 @@ class SandboxProvider:
                  huge_file_bytes: int = 640 * MIB, huge_chunked_bytes: int = 64 * 1024 * MIB,
                  width: int = 320, fps: int = 12, render_workers: int = 2,
                  image_timeout: float = 10.0, max_image_bytes: int = 50 * MIB,
-                 state_dir: str | Path | None = None) -> None:
+                 state_dir: str | Path | None = None,
+                 keep_alive: bool = True) -> None:
         self.queue_seconds = queue_seconds
         self.run_seconds = run_seconds
         self.render = render
@@ -136,6 +161,7 @@ class SandboxProvider:
         self.max_image_bytes = max_image_bytes
         # With a state directory, the port and accepted requests survive a restart.
         self._journal = Journal(Path(state_dir)) if state_dir is not None else None
+        self.keep_alive = keep_alive
 
         self._keys = [Ed25519PrivateKey.generate()]
         self._lock = threading.Lock()
@@ -152,7 +178,7 @@ class SandboxProvider:
         self._wake = threading.Condition()
         self._stopping = False
         self._local = threading.local()
-        self._server: BaseWSGIServer | None = None
+        self._server: BaseWSGIServer | KeepAliveServer | None = None
         self._threads: list[threading.Thread] = []
         self._render_pool: ThreadPoolExecutor | None = None
         self._webhook_pool: ThreadPoolExecutor | None = None
@@ -162,10 +188,16 @@ class SandboxProvider:
 
     # ----------------------------------------------------------------- lifecycle
 
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        """Serve on host:port (0 = a free port) from daemon threads; returns once listening."""
+    def _make_server(self, host: str, port: int) -> Any:
         from app.sandbox.wsgi import SandboxApp
 
+        if self.keep_alive:
+            return KeepAliveServer((host, port), _KeepAliveHandler, SandboxApp(self))
+        return make_server(host, port, SandboxApp(self), threaded=True,
+                           request_handler=_QuietHandler)
+
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Serve on host:port (0 = a free port) from daemon threads; returns once listening."""
         self._stopping = False
         journal = self._journal
         self._workdir = (journal.files if journal is not None
@@ -181,15 +213,13 @@ class SandboxProvider:
         self._webhook_pool = ThreadPoolExecutor(4, thread_name_prefix="sandbox-webhook")
         wanted = port or (journal.saved_port() if journal is not None else 0)
         try:
-            self._server = make_server(host, wanted, SandboxApp(self), threaded=True,
-                                       request_handler=_QuietHandler)
+            self._server = self._make_server(host, wanted)
         except OSError:
             if not wanted or port:
                 raise
             log.warning("sandbox port %s is taken; stored status URLs of earlier requests "
                         "will not answer", wanted)
-            self._server = make_server(host, 0, SandboxApp(self), threaded=True,
-                                       request_handler=_QuietHandler)
+            self._server = self._make_server(host, 0)
         if journal is not None:
             journal.save_port(self._server.server_port)
         bound = "127.0.0.1" if host in ("0.0.0.0", "") else host
@@ -321,7 +351,13 @@ class SandboxProvider:
         self._downloads: deque[dict[str, Any]] = deque(maxlen=LOG_LIMIT)
         self._fetches: deque[dict[str, Any]] = deque(maxlen=LOG_LIMIT)
         self._totals = {"submits": 0, "accepted": 0, "status_calls": 0, "result_calls": 0,
-                        "cancels": 0, "downloads": 0, "webhook_attempts": 0}
+                        "cancels": 0, "downloads": 0, "webhook_attempts": 0,
+                        "connections": 0}
+
+    def count_connection(self) -> None:
+        """A TCP connection was accepted (observations' totals: keep-alive at work)."""
+        with self._lock:
+            self._totals["connections"] += 1
 
     def submits(self) -> list[dict[str, Any]]:
         """Every submit received: time, endpoint, webhook, headers, body, status, request_id."""

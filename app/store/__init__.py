@@ -27,6 +27,7 @@ class Store:
         self.tokens = TokenRepository(db)
         self.webhooks = WebhookRepository(db)
         self.status_cache: Any = None
+        self.check_schedule: Any = None
 
     def use_status_cache(self, cache: Any) -> Any:
         """Attach a status cache once per store (every job write feeds it); returns the
@@ -41,6 +42,14 @@ class Store:
         store: the web app and an in-process worker share one)."""
         if not self.jobs.delivery_listeners:
             self.jobs.delivery_listeners.append(enqueue)
+
+    def use_check_schedule(self, schedule: Any) -> Any:
+        """Attach the status-check schedule once per store (every job write keeps it in
+        step with the record); returns the one in use."""
+        if self.check_schedule is None:
+            self.check_schedule = schedule
+            self.jobs.listeners.append(schedule.track)
+        return self.check_schedule
 
     @classmethod
     def open(cls, config: DatabaseConfig, *, run_migrations: bool = True) -> Store:

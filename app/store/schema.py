@@ -111,6 +111,7 @@ DEFINE FIELD OVERWRITE lease_until ON video_job TYPE option<datetime>;
 DEFINE FIELD OVERWRITE next_check_at ON video_job TYPE option<datetime>;
 DEFINE FIELD OVERWRITE attempts ON video_job TYPE int DEFAULT 0;
 DEFINE FIELD OVERWRITE transfer_attempts ON video_job TYPE int DEFAULT 0;
+DEFINE FIELD OVERWRITE resends ON video_job TYPE int DEFAULT 0;
 DEFINE FIELD OVERWRITE cancel_requested ON video_job TYPE bool DEFAULT false;
 DEFINE FIELD OVERWRITE deadline_at ON video_job TYPE datetime;
 DEFINE FIELD OVERWRITE created_at ON video_job TYPE datetime DEFAULT time::now();
@@ -123,6 +124,7 @@ DEFINE INDEX IF NOT EXISTS video_job_status_check ON video_job FIELDS status, ne
 DEFINE INDEX IF NOT EXISTS video_job_fal_request ON video_job FIELDS fal_request_id;
 DEFINE INDEX IF NOT EXISTS video_job_deadline ON video_job FIELDS status, deadline_at;
 DEFINE INDEX IF NOT EXISTS video_job_cancel_owed ON video_job FIELDS cancel_requested;
+DEFINE INDEX IF NOT EXISTS video_job_phase_lease ON video_job FIELDS phase, lease_until;
 
 DEFINE TABLE IF NOT EXISTS webhook_endpoint SCHEMAFULL;
 DEFINE FIELD OVERWRITE user_id ON webhook_endpoint TYPE string;
