@@ -51,7 +51,8 @@ def iso(value: Any) -> str | None:
 
 
 def status_body(job: Mapping[str, Any], download_url: Callable[[str], str]) -> dict[str, Any]:
-    """The SPEC section 4 body for one job; `download_url` is only called when completed."""
+    """The status body for one job (docs/api.md §4); `download_url` is called only when
+    completed."""
     status = job["status"]
     extra: dict[str, Any] = {"jobId": job["id"], "createdAt": iso(job.get("created_at"))}
     if job.get("phase"):

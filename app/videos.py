@@ -1,6 +1,6 @@
 """Starting, reading, listing and cancelling video jobs: plain functions the views call.
 
-Check order is SPEC section 3's: template, duration and variables, start image,
+Check order is docs/api.md §3's: template, duration and variables, start image,
 idempotency key, credits (credentials, media type and body shape run before, in the view).
 """
 
