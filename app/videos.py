@@ -47,7 +47,7 @@ class Started:
     replayed: bool
 
     def body(self) -> dict[str, Any]:
-        return {"jobId": self.job_id, "status": "pending", "credits": self.credits,
+        return {"jobId": self.job_id, "status": jobs.Status.PENDING, "credits": self.credits,
                 "message": jobs.STARTED_MESSAGE}
 
 

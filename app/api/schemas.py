@@ -6,6 +6,8 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
+from app.jobs import Status
+
 
 class StrictSchema(Schema):
     class Meta:
@@ -64,7 +66,7 @@ class VideoRequestSchema(StrictSchema):
 
 class VideoStartedSchema(Schema):
     jobId = fields.String(required=True)
-    status = fields.String(required=True, validate=validate.OneOf(["pending"]))
+    status = fields.String(required=True, validate=validate.OneOf([Status.PENDING.value]))
     credits = fields.Integer(required=True, metadata={"description": "what the job cost"})
     message = fields.String(required=True)
 
@@ -73,7 +75,7 @@ class JobIdBodySchema(StrictSchema):
     jobId = fields.String(required=True, validate=validate.Length(min=1, max=64))
 
 
-_STATUSES = ["pending", "processing", "completed", "failed"]
+_STATUSES = [s.value for s in Status]
 _PHASE = ("where the job is inside its status: queued, submitting, awaiting_callback, "
           "in_queue, in_progress or finalizing")
 _ISO = {"format": "date-time"}
