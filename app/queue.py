@@ -18,6 +18,9 @@ CANCEL_TASK = "videojobs.cancel"
 FINALIZE_TASK = "videojobs.finalize"
 SWEEP_TASK = "videojobs.sweep"
 DELIVER_WEBHOOK_TASK = "videojobs.deliver_webhook"
+# Periodic tasks that run every second or so: Celery's per-run "received"/"succeeded"
+# lines (and beat's "Sending due task") for these are noise, dropped at INFO (app.logs).
+HEARTBEAT_TASKS = frozenset({SWEEP_TASK})
 CONTROL_QUEUE = "control"
 TRANSFER_QUEUE = "transfer"
 WEBHOOK_QUEUE = "webhooks"  # outbound webhooks: slow receivers never delay job control

@@ -72,7 +72,8 @@ def apply_webhook(store: Store, queue: FinalizeQueue, job_hint: str | None,
     """Act on a verified fal callback once; returns what happened (for logs and tests).
 
     The job id in the webhook URL is only trusted for a job that has no request id yet
-    (its submit's outcome was unknown); otherwise the signed request id decides.
+    (its submit's outcome was unknown, or fal accepted it and saving the answer failed);
+    otherwise the signed request id decides.
     """
     job = store.jobs.get(job_hint) if job_hint and is_valid_id(job_hint) else None
     if job is not None and job.get("fal_request_id") not in (None, request_id):
@@ -81,6 +82,8 @@ def apply_webhook(store: Store, queue: FinalizeQueue, job_hint: str | None,
         job = store.jobs.find_by_request_id(request_id)
     if job is None:
         return "unknown"
+    if job.get("phase") == "submitting" and not job.get("fal_request_id"):
+        job = adopt_submission(store, job, request_id)
     if job["status"] in jobs.TERMINAL or job.get("phase") not in AT_PROVIDER:
         return "duplicate"
     if not job.get("fal_request_id"):
@@ -93,3 +96,21 @@ def apply_webhook(store: Store, queue: FinalizeQueue, job_hint: str | None,
     if ok:
         reason = "Provider returned no video"
     return "failed" if fail_job(store, job["id"], reason or "Provider error") else "duplicate"
+
+
+def adopt_submission(store: Store, job: dict[str, Any], request_id: str) -> dict[str, Any]:
+    """A genuine webhook for a job still in `submitting`: fal accepted it, but saving
+    fal's answer failed (a store outage) or has not happened yet. The callback is the
+    proof fal has it, so the job moves on to `processing` with the signed request id
+    instead of waiting for its deadline (it is never submitted again either way)."""
+    if store.jobs.find_by_request_id(request_id) is not None:
+        return job  # that request belongs to another job: never adopt it twice
+    adopted = store.jobs.update_if(job["id"], (jobs.PENDING,), {
+        "status": jobs.PROCESSING, "phase": "awaiting_callback",
+        "fal_request_id": request_id, "lease_owner": NONE, "lease_until": NONE,
+        "next_check_at": NONE}, phases=("submitting",))
+    if adopted is None:
+        return store.jobs.get(job["id"]) or job  # the worker saved it meanwhile
+    log.info("[VIDEO JOB %s] Submitted to fal as %s", job["id"], request_id,
+             extra={"job_id": job["id"], "adopted_by": "webhook"})
+    return adopted

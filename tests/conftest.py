@@ -194,3 +194,51 @@ def up_env() -> dict[str, str]:
              if not k.startswith(("SURREALDB_", "STORAGE_", "FAL_", "S3_", "PUBLIC_"))}
     clean["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"
     return clean
+
+
+class ExternalSurreal:
+    """A real SurrealDB server named by SURREALDB_TEST_URL: used as is, never restarted."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def kill(self) -> None:
+        pytest.skip("SURREALDB_TEST_URL names a server this test cannot stop")
+
+    start = stop = restart = kill
+
+
+@pytest.fixture
+def surreal_server(tmp_path: Path) -> Iterator[Any]:
+    """A SurrealDB server over ws:// for this test: `tests.support.surreal_server` on a
+    fresh surrealkv:// directory (restartable: `.kill()`, `.start()`), or the real server
+    named by SURREALDB_TEST_URL (then tests that stop the store are skipped)."""
+    external = os.environ.get("SURREALDB_TEST_URL")
+    if external:
+        yield ExternalSurreal(external)
+        return
+    from tests.support.surreal_server import SurrealServer
+
+    server = SurrealServer(tmp_path / "surreal").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def surreal_config(surreal_server: Any) -> DatabaseConfig:
+    """How to reach `surreal_server`: a database of its own on a real server (ours shares
+    one session between connections, so it gets a fresh server instead)."""
+    if isinstance(surreal_server, ExternalSurreal):
+        return DatabaseConfig(
+            surreal_server.url, database=f"t{uuid.uuid4().hex[:12]}",
+            user=os.environ.get("SURREALDB_TEST_USER", "root"),
+            password=os.environ.get("SURREALDB_TEST_PASS", "root"))
+    return DatabaseConfig(surreal_server.url)
+
+
+@pytest.fixture
+def networked_store(surreal_config: DatabaseConfig) -> Iterator[Store]:
+    """The product's Store over ws:// (migrated), unchanged from the embedded one."""
+    s = Store.open(surreal_config)
+    yield s
+    s.close()

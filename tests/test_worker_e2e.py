@@ -436,3 +436,76 @@ def test_happy_path_on_s3_storage(make_stack: Callable[..., Stack], s3_endpoint:
     assert poster.status_code == 200 and poster.content[:2] == b"\xff\xd8"
     poster_key = f"users/{user.id}/library/{job_id}.poster.jpg"
     assert client.head_object(Bucket=bucket, Key=poster_key)["ContentType"] == "image/jpeg"
+
+
+def test_webhook_adopts_a_job_whose_submit_answer_was_not_saved(
+        make_stack: Callable[..., Stack], caplog: Any) -> None:
+    """fal accepted the submit but saving its answer failed (the store was away): the job
+    is still `submitting`. fal's signed webhook, whose URL carries the job id, adopts it:
+    the job completes at once, submitted once, charged once (it used to be called a
+    duplicate and wait for its deadline)."""
+    from app.ids import new_id
+    from app.store.jobs import NewJob, now_plus
+
+    port = free_port()
+    stack = make_stack(sweep_every=None, status_check_interval=3600,
+                       public_base_url=f"http://127.0.0.1:{port}")
+    server = make_server("127.0.0.1", port, stack.app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        user = stack.user()
+        start_key = user.upload(DESIGN)
+        # A worker's claim, as submit_job makes it, without the worker (no message sent).
+        job_id = new_id()
+        stack.store.jobs.create_with_charge(NewJob(
+            job_id=job_id, user_id=user.id, email=user.email, template_id="night-life-roller",
+            model="fal-ai/kling-video/v2.1/standard/image-to-video", prompt="p",
+            negative_prompt=None, start_key=start_key, duration="5", variables={},
+            credits=COST, timeout_seconds=600))
+        claimed = stack.store.jobs.update_if(
+            job_id, ("pending",), {"phase": "submitting", "lease_owner": "dead-worker",
+                                   "lease_until": now_plus(600)}, phases=("queued",))
+        assert claimed is not None
+        # fal accepts it (the sandbox over HTTP) and its answer is never saved.
+        submission = stack.ctx.fal.submit(claimed["model"], pipeline.build_input(
+            stack.ctx, claimed), pipeline.webhook_url(stack.ctx, job_id))
+        with caplog.at_level(logging.INFO):
+            job = stack.wait_terminal(job_id, timeout=60)
+        assert job["status"] == "completed", job
+        assert job["fal_request_id"] == submission.request_id
+        assert len(stack.sandbox.submits()) == 1
+        assert [r["kind"] for r in stack.store.ledger.for_job(job_id)] == ["charge"]
+        assert f"[VIDEO JOB {job_id}] Submitted to fal as {submission.request_id}" in \
+            caplog.text
+        # A second delivery of the same webhook is a harmless duplicate.
+        body = b'{"request_id": "%s", "status": "OK", "payload": null}' % \
+            submission.request_id.encode()
+        again = stack.app.test_client().post(
+            f"/api/webhooks/fal?jobId={job_id}", data=body,
+            headers=stack.sandbox.signed_webhook_headers(submission.request_id, body))
+        assert again.status_code == 200 and again.get_json()["status"] == "duplicate"
+    finally:
+        server.shutdown()
+
+
+def test_webhook_job_hint_never_adopts_a_job_fal_has_not_accepted(
+        make_stack: Callable[..., Stack]) -> None:
+    """The URL's job id is trusted only for a job in `submitting`: a queued job (never
+    sent) or one already bound to another request is left alone."""
+    from app.ids import new_id
+    from app.store.jobs import NewJob
+
+    stack = make_stack(sweep_every=None)
+    user = stack.user()
+    job_id = new_id()
+    stack.store.jobs.create_with_charge(NewJob(
+        job_id=job_id, user_id=user.id, email=user.email, template_id="night-life-roller",
+        model="fal-ai/x", prompt="p", negative_prompt=None, start_key="k", duration="5",
+        variables={}, credits=COST, timeout_seconds=600))
+    body = b'{"request_id": "forged-by-replay", "status": "OK", "payload": null}'
+    resp = stack.app.test_client().post(
+        f"/api/webhooks/fal?jobId={job_id}", data=body,
+        headers=stack.sandbox.signed_webhook_headers("forged-by-replay", body))
+    assert resp.status_code == 200 and resp.get_json()["status"] == "duplicate"
+    job = stack.store.jobs.get(job_id)
+    assert job["status"] == "pending" and not job.get("fal_request_id")

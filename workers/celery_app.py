@@ -30,7 +30,11 @@ FINALIZE_TIME_LIMIT = 3600
 
 def make_celery(settings: Settings, broker_url: str | None = None) -> Celery:
     """A Celery app whose tasks are ours (`workers.tasks`), from Settings."""
-    app = Celery("videojobs", broker=broker_url or settings.redis_url, set_as_current=True)
+    broker = broker_url or settings.redis_url
+    app = Celery("videojobs", broker=broker, set_as_current=True)
+    if broker.startswith("redis://"):
+        # kombu's Redis transport with one crash fixed (workers/broker.py).
+        app.conf.broker_transport = "workers.broker:Transport"
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -49,9 +53,17 @@ def make_celery(settings: Settings, broker_url: str | None = None) -> Celery:
         worker_prefetch_multiplier=1,
         broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
         broker_connection_retry_on_startup=True,
+        # Ride out a Redis outage of any length (the default gives up after 100 tries and
+        # the worker exits). The worker line also runs --without-gossip --without-mingle:
+        # Gossip's restart after a lost connection closes its channel on the dead
+        # connection and fails the same way as workers/broker.py describes (logged as
+        # "Error on restarting Gossip"); nothing here uses gossip or mingle.
+        broker_connection_max_retries=None,
         worker_send_task_events=True,
         task_send_sent_event=True,
         worker_hijack_root_logger=False,
+        # Two beats may run: only the holder of a Redis lock sends (workers/beat.py).
+        beat_scheduler="workers.beat:LockedScheduler",
         beat_schedule={"sweep": {"task": SWEEP_TASK, "schedule": 1.0,
                                  "options": {"expires": 5}}},
     )

@@ -153,6 +153,14 @@ def submit_job(ctx: WorkerContext, job_id: str) -> None:
         "next_check_at": now_plus(check_gap(ctx.settings))},
         phases=("submitting",), owner=ctx.owner, event=jobs.PROCESSING)
     if saved is None:
+        current = store.jobs.get(job_id) or {}
+        if current.get("fal_request_id") == submission.request_id:
+            # fal's webhook got here first and adopted the job: keep it, add the URLs.
+            store.jobs.update_if(job_id, (jobs.PROCESSING,), {
+                "fal_status_url": submission.status_url,
+                "fal_response_url": submission.response_url,
+                "fal_cancel_url": submission.cancel_url})
+            return
         # Cancelled or timed out while fal was answering: stop it there too.
         _cancel_quietly(ctx, job_id, submission.cancel_url)
         return

@@ -6,6 +6,12 @@ transaction conflicts (the engine says they "can be retried") with jittered back
 Embedded engines (`mem://`, `surrealkv://`) are one shared, thread-safe connection per
 process; network ones (`ws://`, `wss://`, `http(s)://`) get one connection per thread,
 since a blocking websocket connection serves one request at a time.
+
+On the network path every wait is bounded: opening a socket (the SDK's 10 s), one call
+(the SDK's 30 s), an idle socket's keepalive (`_PING_INTERVAL` + `_PING_TIMEOUT`), closing
+a broken one (`_CLOSE_TIMEOUT`). A connection that failed is closed and forgotten; one
+found closed before a call (the server restarted since the last call) is replaced before
+anything is sent, so the first call after a restart succeeds instead of failing.
 """
 
 from __future__ import annotations
@@ -34,6 +40,12 @@ log = logging.getLogger(__name__)
 
 EMBEDDED_SCHEMES = ("mem://", "memory://", "surrealkv://", "file://", "rocksdb://")
 _CONFLICT_RETRIES = 8
+# A websocket peer gone silent (half-open TCP after a crash or a partition) is noticed
+# within _PING_INTERVAL + _PING_TIMEOUT seconds of idleness rather than the SDK's 40.
+_PING_INTERVAL = 10.0
+_PING_TIMEOUT = 5.0
+# Closing a broken socket must not hold the caller for the library's 10 s handshake wait.
+_CLOSE_TIMEOUT = 1.0
 
 
 @dataclass(frozen=True)
@@ -113,18 +125,22 @@ class Database:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        self._network_conns: set[Any] = set()  # every thread's, so close() closes them all
 
     def _open(self) -> Any:
         from surrealdb import Surreal
 
         url = _embedded_url(self.config.url) if self.config.embedded else self.config.url
+        conn = None
         try:
-            conn = Surreal(url)
+            conn = Surreal(url, ping_interval=_PING_INTERVAL, ping_timeout=_PING_TIMEOUT)
             conn.connect()
             if self.config.user and not self.config.embedded:
                 conn.signin({"username": self.config.user, "password": self.config.password or ""})
             conn.use(self.config.namespace, self.config.database)
         except Exception as exc:  # the SDK raises many types; classify by message
+            if conn is not None and not self.config.embedded:
+                _close_quietly(conn)  # connected but sign-in or `use` failed: no leak
             text = str(exc)
             if "already locked" in text or "LOCK" in text:
                 raise StoreLocked(
@@ -140,6 +156,7 @@ class Database:
             self._pid = os.getpid()
             self._shared = None
             self._local = threading.local()
+            self._network_conns = set()  # the parent's sockets: never close them here
         if self.config.embedded:
             if self._shared is None:
                 with self._lock:
@@ -147,9 +164,16 @@ class Database:
                         self._shared = self._open()
             return self._shared
         conn = getattr(self._local, "conn", None)
+        if conn is not None and not _socket_open(conn):
+            # Closed since our last call (server restarted, keepalive gave up): nothing
+            # has been sent on it yet, so replacing it is safe and the call goes through.
+            self._drop_thread_connection()
+            conn = None
         if conn is None:
             conn = self._open()
             self._local.conn = conn
+            with self._lock:
+                self._network_conns.add(conn)
         return conn
 
     def connect(self) -> None:
@@ -164,16 +188,22 @@ class Database:
                     self._shared.close()
                 finally:
                     self._shared = None
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            try:
-                conn.close()
-            finally:
-                self._local.conn = None
+        with self._lock:
+            conns, self._network_conns = self._network_conns, set()
+        self._local = threading.local()
+        for conn in conns:
+            _close_quietly(conn)
 
     def _drop_thread_connection(self) -> None:
-        if not self.config.embedded:
-            self._local.conn = None
+        """Close and forget this thread's network connection after it failed."""
+        if self.config.embedded:
+            return
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with self._lock:
+                self._network_conns.discard(conn)
+            _close_quietly(conn)
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Any]:
         """Run `sql`, check every statement, retry conflicts; one result per statement."""
@@ -200,6 +230,27 @@ class Database:
     def ping(self) -> None:
         """Raise StoreUnavailable unless a trivial query round-trips."""
         self.query("RETURN 1;")
+
+
+def _socket_open(conn: Any) -> bool:
+    """False once a websocket connection is known closed (http ones have no socket)."""
+    if not hasattr(conn, "socket"):
+        return True  # http(s): a request per call, nothing to go stale
+    sock = conn.socket
+    if sock is None:
+        return False  # closed: the SDK would reconnect lazily without sign-in or `use`
+    return getattr(getattr(sock, "state", None), "name", "OPEN") == "OPEN"
+
+
+def _close_quietly(conn: Any) -> None:
+    """Close a connection that may already be broken, without waiting long on it."""
+    sock = getattr(conn, "socket", None)
+    if sock is not None and hasattr(sock, "close_timeout"):
+        sock.close_timeout = _CLOSE_TIMEOUT
+    try:
+        conn.close()
+    except Exception as exc:  # already broken: closing it is best effort
+        log.debug("closing a broken SurrealDB connection failed: %s", exc)
 
 
 def _redact(url: str) -> str:
