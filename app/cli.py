@@ -1,4 +1,5 @@
-"""The `videojobs` command: the one-process service and the admin commands (SPEC 10).
+"""The `videojobs` command: the one-process service and the admin commands
+(docs/api.md §10).
 
 Admin commands open the same store as the service. With an embedded store held by a
 running `videojobs up` they reach that process over its admin channel (app/admin_channel.py)

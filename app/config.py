@@ -99,7 +99,8 @@ def _delays(env: Mapping[str, str], name: str, default: tuple[float, ...]
 
 @dataclass(frozen=True)
 class Settings:
-    """Every setting of SPEC section 9, typed; build with `Settings.from_env()`."""
+    """Every setting of the README's settings table (docs/api.md §9), typed; build with
+    `Settings.from_env()`."""
 
     secret_key: str | None = None
     surrealdb_url: str = "surrealkv://var/db"
@@ -132,8 +133,8 @@ class Settings:
     max_image_pixels: int = 40_000_000
     trusted_proxy_count: int = 0
     metrics_token: str | None = field(default=None, repr=False)
-    # Not in SPEC's table: the embedded one-process mode (`videojobs up`, tests) may run
-    # without SECRET_KEY; everything else must have it.
+    # Not in the README's settings table: the embedded one-process mode (`videojobs up`,
+    # tests) may run without SECRET_KEY; everything else must have it.
     embedded: bool = False
     # Whether REDIS_URL was given: `videojobs up` then joins that Redis (saying so) instead
     # of starting its private one.

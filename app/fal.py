@@ -27,7 +27,6 @@ Decisions where fal leaves room:
 
 from __future__ import annotations
 
-import email.utils
 import http.cookiejar
 import json
 import logging
@@ -42,6 +41,8 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
+
+from app.httpheaders import retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -282,18 +283,7 @@ def _what_failed(exc: requests.RequestException) -> str:
 
 
 def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+    return retry_after_seconds(response.headers.get("Retry-After"))
 
 
 def _json(response: requests.Response) -> Any:

@@ -9,13 +9,26 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-PENDING = "pending"
-PROCESSING = "processing"
-COMPLETED = "completed"
-FAILED = "failed"
-STATUSES = (PENDING, PROCESSING, COMPLETED, FAILED)
+
+class Status(StrEnum):
+    """The four statuses a job's owner sees (docs/api.md §4). Members are `str`, equal to
+    their values, so they compare, hash and serialise as the plain strings."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+# The plain values, for the store's queries and the workers.
+PENDING = Status.PENDING.value
+PROCESSING = Status.PROCESSING.value
+COMPLETED = Status.COMPLETED.value
+FAILED = Status.FAILED.value
+STATUSES = tuple(s.value for s in Status)
 TERMINAL = (COMPLETED, FAILED)
 ACTIVE = (PENDING, PROCESSING)
 
@@ -51,7 +64,8 @@ def iso(value: Any) -> str | None:
 
 
 def status_body(job: Mapping[str, Any], download_url: Callable[[str], str]) -> dict[str, Any]:
-    """The SPEC section 4 body for one job; `download_url` is only called when completed."""
+    """The status body for one job (docs/api.md §4); `download_url` is called only when
+    completed."""
     status = job["status"]
     extra: dict[str, Any] = {"jobId": job["id"], "createdAt": iso(job.get("created_at"))}
     if job.get("phase"):

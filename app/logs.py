@@ -1,4 +1,5 @@
-"""Logging for operators: SPEC's exact lines on stderr, with structured context appended."""
+"""Logging for operators: the exact lines of docs/api.md §7 on stderr, with structured
+context appended."""
 
 from __future__ import annotations
 

@@ -30,9 +30,6 @@ class Endpoint:
     url: str
     secret: str
 
-    def body(self) -> dict[str, str]:
-        return {"url": self.url, "secret": self.secret}
-
 
 def url_problem(url: Any, allow_private: bool,
                 resolver: Resolver = socket.getaddrinfo) -> str | None:

@@ -44,7 +44,8 @@ class TemplateVariable:
     max_length: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The SPEC's `{name, required, default, choices, max_length}` shape, JSON-able."""
+        """The `{name, required, default, choices, max_length}` shape of docs/api.md §5,
+        JSON-able."""
         return {"name": self.name, "required": self.required, "default": self.default,
                 "choices": list(self.choices) if self.choices is not None else None,
                 "max_length": self.max_length}
@@ -64,7 +65,8 @@ class VideoTemplate:
     active: bool = True
 
     def to_record(self) -> dict[str, Any]:
-        """The stored form, with SPEC field names; `negative_prompt` is left out when unset."""
+        """The stored form, with the record's field names (docs/api.md §1);
+        `negative_prompt` is left out when unset."""
         record: dict[str, Any] = {"slug": self.slug, "name": self.name, "model": self.model,
                                   "prompt": self.prompt}
         if self.negative_prompt is not None:

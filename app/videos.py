@@ -1,6 +1,6 @@
 """Starting, reading, listing and cancelling video jobs: plain functions the views call.
 
-Check order is SPEC section 3's: template, duration and variables, start image,
+Check order is docs/api.md §3's: template, duration and variables, start image,
 idempotency key, credits (credentials, media type and body shape run before, in the view).
 """
 
@@ -47,7 +47,7 @@ class Started:
     replayed: bool
 
     def body(self) -> dict[str, Any]:
-        return {"jobId": self.job_id, "status": "pending", "credits": self.credits,
+        return {"jobId": self.job_id, "status": jobs.Status.PENDING, "credits": self.credits,
                 "message": jobs.STARTED_MESSAGE}
 
 

@@ -1,4 +1,4 @@
-"""Admin commands beside a running `videojobs up` (SPEC 10): same output, same exit codes
+"""Admin commands beside a running `videojobs up` (docs/api.md §10): same output, same exit codes
 and the same one-line errors as with the service stopped; refused for another user."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Login, logout, /api/me, bearer tokens and the cookie's flags (SPEC 2)."""
+"""Login, logout, /api/me, bearer tokens and the cookie's flags (docs/api.md §2)."""
 
 from __future__ import annotations
 

@@ -285,7 +285,7 @@ def test_forty_jobs_through_both_web_processes_and_both_workers(
         submits = set(topology.lines(worker, SUBMITTED)) & set(ids)
         finals = set(topology.lines(worker, DOWNLOADING)) & set(ids)
         assert len(submits) >= 8 and len(finals) >= 8, (name, len(submits), len(finals))
-    # Quiet workers: the SPEC lines are there, the per-sweep heartbeat lines are not.
+    # Quiet workers: the job lines (docs/api.md §7) are there, per-sweep heartbeats are not.
     for worker in topology.workers.values():
         text = worker.log_text()
         assert "Task videojobs.sweep[" not in text, text[-2000:]

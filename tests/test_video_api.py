@@ -1,4 +1,4 @@
-"""POST /api/templates/video and the status, list and cancel endpoints (SPEC 3-5)."""
+"""POST /api/templates/video and the status, list and cancel endpoints (docs/api.md §3-5)."""
 
 from __future__ import annotations
 

@@ -45,7 +45,6 @@ targets with their query: keep the ``urllib3`` logger at INFO or above in produc
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import http.client
 import logging
 import socket
@@ -60,6 +59,7 @@ import requests
 import urllib3
 from urllib3.exceptions import ReadTimeoutError
 
+from app.httpheaders import retry_after_seconds
 from app.netguard import (
     AddressGuard,
     GuardedAdapter,
@@ -365,26 +365,11 @@ def _check_response(resp: requests.Response, url: str, limits: TransferLimits
 def _status_error(status: int, headers: Mapping[str, str]) -> TransferError:
     if status == 429:
         return RetryableTransferError("Video host is rate limiting downloads (429)", status,
-                                      _retry_after(headers.get("Retry-After")))
+                                      retry_after_seconds(headers.get("Retry-After")))
     if status == 408 or status >= 500:
         return RetryableTransferError(f"Video host answered {status}", status,
-                                      _retry_after(headers.get("Retry-After")))
+                                      retry_after_seconds(headers.get("Retry-After")))
     return PermanentTransferError(f"Video host answered {status}", status)
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None or when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _video_type(header: str | None, url: str) -> str:

@@ -7,7 +7,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, jsonify, request, session
+from flask import Flask, Response, request, session
 
 from app.api.base import Blueprint, Principal, principal, require_auth, require_json, services
 from app.api.errors import ApiError
@@ -102,7 +102,7 @@ def _account(user_id: str) -> dict[str, Any]:
 @bp.arguments(LoginSchema)
 @bp.response(200, AccountSchema)
 @bp.errors(400, 401, 403, 415, 429, 503, _401="INVALID_CREDENTIALS")
-def login(body: dict[str, str]) -> Response:
+def login(body: dict[str, str]) -> dict[str, Any]:
     """Sign in; sets the HttpOnly session cookie. Attempts are throttled per account and
     per client address (429 RATE_LIMITED with Retry-After)."""
     email = body["email"].strip().lower()
@@ -118,7 +118,7 @@ def login(body: dict[str, str]) -> Response:
     session["uid"] = user["id"]
     session["email"] = user["email"]
     session["sv"] = int(user.get("session_version") or 0)
-    return jsonify({"email": user["email"], "credits": user["credits"]})
+    return {"email": user["email"], "credits": user["credits"]}
 
 
 @bp.route("/auth/logout", methods=["POST"])
@@ -137,6 +137,6 @@ def logout() -> Response:
 @require_auth
 @bp.response(200, AccountSchema)
 @bp.errors(401, 503)
-def me() -> Response:
+def me() -> dict[str, Any]:
     """The caller's email and credit balance."""
-    return jsonify(_account(principal().user_id))
+    return _account(principal().user_id)

@@ -46,7 +46,8 @@ def _render(status: int, body: dict[str, Any], headers: Mapping[str, str] | None
 
 
 def register_error_handlers(app: Flask) -> None:
-    """Every error, ours or Flask's, leaves as JSON with the SPEC shape."""
+    """Every error, ours or Flask's, leaves as JSON in that one shape
+    (docs/api.md §3)."""
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, jsonify, request
+from flask import Response, request
 
 from app import library
 from app.api.base import (
@@ -33,9 +33,9 @@ def _download_url(key: str) -> str:
 @require_auth
 @bp.response(200, LibraryListSchema)
 @bp.errors(401, 503)
-def library_list() -> Response:
+def library_list() -> dict[str, Any]:
     """The caller's images and videos, newest first, each with a fresh download URL."""
-    return jsonify(library.list_library(services().store, principal().user_id, _download_url))
+    return library.list_library(services().store, principal().user_id, _download_url)
 
 
 @bp.route("/library", methods=["POST"])
@@ -46,7 +46,7 @@ def library_list() -> Response:
     "type": "object", "properties": {"file": {"type": "string", "format": "binary"}},
     "required": ["file"]}}}})
 @bp.errors(400, 401, 403, 413, 415, 429, 503)
-def library_upload() -> tuple[Response, int]:
+def library_upload() -> tuple[dict[str, Any], int]:
     """Upload a png, jpeg or webp image (recognised by content) in the field `file`."""
     if request.mimetype != "multipart/form-data":
         raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE")
@@ -55,7 +55,7 @@ def library_upload() -> tuple[Response, int]:
     body = library.upload_image(svc.store, svc.storage, principal().user_id,
                                 upload.stream if upload else None,
                                 svc.settings.max_upload_bytes, svc.settings.max_image_pixels)
-    return jsonify(body), 201
+    return body, 201
 
 
 @bp.route("/library", methods=["DELETE"])

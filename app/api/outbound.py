@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, jsonify
+from flask import Response
 
 from app import outbound
 from app.api.base import Blueprint, principal, require_auth, require_json, services
@@ -20,21 +20,20 @@ bp = Blueprint("outbound", __name__, url_prefix="/api/webhook",
 @bp.arguments(WebhookUrlSchema)
 @bp.response(200, WebhookEndpointSchema)
 @bp.errors(400, 401, 403, 415, 503)
-def put_endpoint(body: dict[str, Any]) -> Response:
+def put_endpoint(body: dict[str, Any]) -> outbound.Endpoint:
     """Set the URL; answers with the signing secret (made on the first PUT, then kept)."""
     svc, who = services(), principal()
-    endpoint = outbound.set_endpoint(svc.store, svc.secret_box, who.user_id, who.email,
-                                     body["url"], svc.settings.allow_private_webhooks)
-    return jsonify(endpoint.body())
+    return outbound.set_endpoint(svc.store, svc.secret_box, who.user_id, who.email,
+                                 body["url"], svc.settings.allow_private_webhooks)
 
 
 @bp.route("", methods=["GET"])
 @require_auth
 @bp.response(200, WebhookEndpointSchema)
 @bp.errors(401, 404, 503, _404="Webhook not set")
-def get_endpoint() -> Response:
+def get_endpoint() -> dict[str, str]:
     """The URL (never the secret)."""
-    return jsonify(outbound.get_endpoint(services().store, principal().user_id))
+    return outbound.get_endpoint(services().store, principal().user_id)
 
 
 @bp.route("", methods=["DELETE"])
@@ -51,8 +50,7 @@ def delete_endpoint() -> Response:
 @require_auth
 @bp.response(200, WebhookEndpointSchema)
 @bp.errors(401, 403, 404, 503, _404="Webhook not set")
-def rotate() -> Response:
+def rotate() -> outbound.Endpoint:
     """A new secret, used from the next attempt on (retries of older events included)."""
     svc = services()
-    return jsonify(outbound.rotate_secret(svc.store, svc.secret_box,
-                                          principal().user_id).body())
+    return outbound.rotate_secret(svc.store, svc.secret_box, principal().user_id)

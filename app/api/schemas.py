@@ -6,6 +6,8 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
+from app.jobs import Status
+
 
 class StrictSchema(Schema):
     class Meta:
@@ -64,8 +66,8 @@ class VideoRequestSchema(StrictSchema):
 
 class VideoStartedSchema(Schema):
     jobId = fields.String(required=True)
-    status = fields.String(required=True)
-    credits = fields.Integer(required=True)
+    status = fields.String(required=True, validate=validate.OneOf([Status.PENDING.value]))
+    credits = fields.Integer(required=True, metadata={"description": "what the job cost"})
     message = fields.String(required=True)
 
 
@@ -73,22 +75,30 @@ class JobIdBodySchema(StrictSchema):
     jobId = fields.String(required=True, validate=validate.Length(min=1, max=64))
 
 
+_STATUSES = [s.value for s in Status]
+_PHASE = ("where the job is inside its status: queued, submitting, awaiting_callback, "
+          "in_queue, in_progress or finalizing")
+_ISO = {"format": "date-time"}
+
+
 class JobStatusSchema(Schema):
-    status = fields.String(required=True,
-                           validate=validate.OneOf(["pending", "processing", "completed",
-                                                    "failed"]))
-    message = fields.String()
-    url = fields.String()
-    key = fields.String()
-    credits = fields.Integer()
-    error = fields.String()
-    refunded = fields.Boolean()
-    jobId = fields.String()
-    phase = fields.String()
-    queuePosition = fields.Integer()
-    progress = fields.String()
-    createdAt = fields.String()
-    completedAt = fields.String()
+    """`GET .../status` and `POST .../cancel` (docs/api.md §4). Field order is the order
+    the body has always had (key order follows declaration order)."""
+
+    status = fields.String(required=True, validate=validate.OneOf(_STATUSES))
+    message = fields.String(metadata={"description": "pending and processing: exact texts"})
+    url = fields.String(metadata={"description": "completed: a fresh download link for key"})
+    key = fields.String(metadata={"description": "completed: the video's storage key"})
+    error = fields.String(metadata={"description": "failed: why (`Cancelled`, `Timed out`, ...)"})
+    refunded = fields.Boolean(metadata={"description": "failed: the credits came back"})
+    credits = fields.Integer(metadata={"description": "completed and failed: what it cost"})
+    completedAt = fields.String(allow_none=True, metadata={**_ISO, "description":
+                                                           "completed and failed"})
+    jobId = fields.String(required=True)
+    createdAt = fields.String(required=True, allow_none=True, metadata=_ISO)
+    phase = fields.String(metadata={"description": _PHASE})
+    queuePosition = fields.Integer(metadata={"description": "processing, while fal queues it"})
+    progress = fields.String(metadata={"description": "processing"})
 
 
 class JobListQuerySchema(Schema):
@@ -98,53 +108,56 @@ class JobListQuerySchema(Schema):
 
 
 class JobListItemSchema(Schema):
-    jobId = fields.String()
-    status = fields.String()
-    templateSlug = fields.String()
-    duration = fields.String()
-    credits = fields.Integer()
-    createdAt = fields.String()
+    jobId = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(_STATUSES))
+    templateSlug = fields.String(required=True)
+    duration = fields.String(required=True)
+    credits = fields.Integer(required=True)
+    createdAt = fields.String(required=True, allow_none=True, metadata=_ISO)
     startKey = fields.String()
-    error = fields.String()
-    refunded = fields.Boolean()
-    key = fields.String()
-    phase = fields.String()
-    completedAt = fields.String()
+    error = fields.String(metadata={"description": "failed only"})
+    refunded = fields.Boolean(metadata={"description": "failed only"})
+    key = fields.String(metadata={"description": "completed only"})
+    completedAt = fields.String(allow_none=True, metadata={**_ISO, "description":
+                                                           "failed and completed"})
+    phase = fields.String(metadata={"description": "pending and processing: " + _PHASE})
 
 
 class JobListSchema(Schema):
-    jobs = fields.List(fields.Nested(JobListItemSchema))
-    nextCursor = fields.String(allow_none=True)
+    jobs = fields.List(fields.Nested(JobListItemSchema), required=True)
+    nextCursor = fields.String(required=True, allow_none=True,
+                               metadata={"description": "null on the last page"})
 
 
 class TemplateVariableSchema(Schema):
-    name = fields.String()
-    required = fields.Boolean()
-    default = fields.String(allow_none=True)
-    choices = fields.List(fields.String(), allow_none=True)
-    max_length = fields.Integer(allow_none=True)
+    name = fields.String(required=True)
+    required = fields.Boolean(required=True)
+    default = fields.String(required=True, allow_none=True)
+    choices = fields.List(fields.String(), required=True, allow_none=True)
+    max_length = fields.Integer(required=True, allow_none=True)
 
 
 class TemplateSchema(Schema):
-    slug = fields.String()
-    name = fields.String()
-    durations = fields.Dict(keys=fields.String(), values=fields.Integer())
-    variables = fields.List(fields.Nested(TemplateVariableSchema))
+    slug = fields.String(required=True)
+    name = fields.String(required=True)
+    durations = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True,
+                            metadata={"description": "duration in seconds → credit cost"})
+    variables = fields.List(fields.Nested(TemplateVariableSchema), required=True)
 
 
 class TemplateListSchema(Schema):
-    templates = fields.List(fields.Nested(TemplateSchema))
+    templates = fields.List(fields.Nested(TemplateSchema), required=True)
 
 
 class LibraryItemSchema(Schema):
-    key = fields.String()
-    kind = fields.String()
-    contentType = fields.String()
-    size = fields.Integer()
-    createdAt = fields.String()
-    url = fields.String()
-    jobId = fields.String()
-    posterUrl = fields.String()
+    key = fields.String(required=True)
+    kind = fields.String(required=True, validate=validate.OneOf(["image", "video"]))
+    contentType = fields.String(required=True)
+    size = fields.Integer(required=True)
+    createdAt = fields.String(required=True, allow_none=True, metadata=_ISO)
+    url = fields.String(required=True, metadata={"description": "a fresh download link"})
+    jobId = fields.String(metadata={"description": "videos: the job that made it"})
+    posterUrl = fields.String(metadata={"description": "videos: a link to its first frame"})
     templateSlug = fields.String()
     templateName = fields.String()
     duration = fields.String()
@@ -152,7 +165,7 @@ class LibraryItemSchema(Schema):
 
 
 class LibraryListSchema(Schema):
-    items = fields.List(fields.Nested(LibraryItemSchema))
+    items = fields.List(fields.Nested(LibraryItemSchema), required=True)
 
 
 class LibraryKeyQuerySchema(Schema):
@@ -178,19 +191,21 @@ class WebhookEndpointSchema(Schema):
 
 
 class WebhookDeliverySchema(Schema):
-    id = fields.String()
-    type = fields.String()
-    url = fields.String()
-    attempts = fields.Integer()
-    state = fields.String(validate=validate.OneOf(["pending", "delivered", "failed"]))
-    lastStatus = fields.Integer(allow_none=True)
-    lastError = fields.String(allow_none=True)
-    lastAttemptAt = fields.String(allow_none=True)
-    nextAttemptAt = fields.String(allow_none=True)
+    id = fields.String(required=True)
+    type = fields.String(required=True, metadata={
+        "description": "video.processing, video.completed or video.failed"})
+    url = fields.String(required=True)
+    attempts = fields.Integer(required=True)
+    state = fields.String(required=True,
+                          validate=validate.OneOf(["pending", "delivered", "failed"]))
+    lastStatus = fields.Integer(required=True, allow_none=True)
+    lastError = fields.String(required=True, allow_none=True)
+    lastAttemptAt = fields.String(required=True, allow_none=True, metadata=_ISO)
+    nextAttemptAt = fields.String(required=True, allow_none=True, metadata=_ISO)
 
 
 class WebhookDeliveryListSchema(Schema):
-    deliveries = fields.List(fields.Nested(WebhookDeliverySchema))
+    deliveries = fields.List(fields.Nested(WebhookDeliverySchema), required=True)
 
 
 class JobIdQuerySchema(Schema):

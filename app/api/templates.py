@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Response, jsonify
+from typing import Any
 
 from app.api.base import Blueprint, require_auth, services
 from app.api.schemas import TemplateListSchema
@@ -15,7 +15,7 @@ bp = Blueprint("templates", __name__, url_prefix="/api", description="Video temp
 @require_auth
 @bp.response(200, TemplateListSchema)
 @bp.errors(401, 503)
-def template_list() -> Response:
+def template_list() -> dict[str, Any]:
     """Active templates with their durations, costs and variables."""
     rows = services().store.templates.list_active()
-    return jsonify({"templates": [VideoTemplate.from_record(r).public_dict() for r in rows]})
+    return {"templates": [VideoTemplate.from_record(r).public_dict() for r in rows]}
