@@ -1,5 +1,5 @@
 """In-flight capacity benchmark: how many fal jobs one worker process tracks, how often each
-is checked, at what memory and CPU (DESIGN.md section 6: >= 5,000 in flight, each checked
+is checked, at what memory and CPU (the README's Performance targets: >= 5,000 in flight, each checked
 at least every 10 s, RSS <= 300 MB), beside a naive worker that polls inside its tasks.
 
     .venv/bin/python bench/inflight.py [--jobs 5000] [--window 60] [--interval 10]
@@ -296,7 +296,7 @@ def run_naive(args: argparse.Namespace) -> int:
     def naive_track(index: int) -> None:
         submission = fal.submit(MODEL, {"prompt": f"naive job {index}", "image_url": image,
                                         "duration": "5"}, None)
-        while True:  # the anti-pattern DESIGN.md forbids: a slot held while fal works
+        while True:  # the anti-pattern our workers avoid: a slot held while fal works
             status = fal.status(submission.status_url)
             if status.status == "COMPLETED":
                 return

@@ -13,7 +13,7 @@ reset through /proc/self/clear_refs), so imports and warm-up are not counted:
 
     .venv/bin/python bench/transfer.py [--size-mib 1024] [--s3-size-mib 1024] [--repeat 3]
 
-DESIGN.md section 6 target: ≥ 50 % of the raw copy's speed, peak RSS growth ≤ 64 MiB.
+Target (README, Performance): ≥ 50 % of the raw copy's speed, peak RSS growth ≤ 64 MiB.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ latency = `completed_at` on the record − the moment the sandbox completed the 
 
     .venv/bin/python bench/webhook_latency.py [--jobs 100]
 
-DESIGN.md section 6 target: p95 ≤ 1 s (the transfer is included here, so this is an
+Target (README, Performance): p95 ≤ 1 s (the transfer is included here, so this is an
 upper bound of the target's measure).
 """
 

@@ -4,7 +4,7 @@ Every step re-reads the record and acts only through compare-and-set updates, so
 duplicate, late or lost message is harmless. What a crash leaves behind:
 
 - `submitting` with an expired lease: fal may or may not have the job, and fal has no
-  idempotency key, so it is never submitted again (SPEC 8). With webhooks on, the job
+  idempotency key, so it is never submitted again (docs/api.md §8). With webhooks on, the job
   waits (`awaiting_callback`) for a callback carrying its id until its deadline;
   without, it fails with `Submission outcome unknown` and is refunded.
 - `finalizing` with an expired lease: another finalize takes over and copies the video
