@@ -35,7 +35,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import requests
 import urllib3
@@ -43,6 +42,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 
 from app.httpheaders import retry_after_seconds
+from app.logs import strip_query
 
 log = logging.getLogger(__name__)
 
@@ -247,15 +247,6 @@ class _Answer:
         return self.content.decode("utf-8", "replace")
 
 
-def redact(url: str) -> str:
-    """A URL fit for logs: no query string, fragment or credentials."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
 def _never_sent(exc: requests.RequestException) -> bool:
     """True when the request certainly never left us, so fal cannot have accepted it."""
     if isinstance(exc, requests.ConnectTimeout | requests.exceptions.SSLError
@@ -362,7 +353,7 @@ class FalClient:
         self._sleep = sleep
 
     def __repr__(self) -> str:  # never the key
-        return f"FalClient({redact(self.queue_url)!r})"
+        return f"FalClient({strip_query(self.queue_url)!r})"
 
     def close(self) -> None:
         """Close pooled connections (only those of a session this client made)."""
@@ -459,8 +450,8 @@ class FalClient:
                 reason = _what_failed(exc)
                 if not isinstance(exc, requests.ConnectionError):
                     break
-                log.debug("fal %s of %s: %s (attempt %d)", what, redact(url), reason, attempt)
-        log.info("fal %s of %s failed: %s", what, redact(url), reason)
+                log.debug("fal %s of %s: %s (attempt %d)", what, strip_query(url), reason, attempt)
+        log.info("fal %s of %s failed: %s", what, strip_query(url), reason)
         raise FalRetryable(f"Provider {what} call failed ({reason})")
 
     def _pooled_get(self, url: str, *, what: str, read_timeout: float,
@@ -484,8 +475,8 @@ class FalClient:
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 reason = ("connection failed" if isinstance(exc, NewConnectionError)
                           else "connection broken")
-                log.debug("fal %s of %s: %s (attempt %d)", what, redact(url), reason, attempt)
-        log.info("fal %s of %s failed: %s", what, redact(url), reason)
+                log.debug("fal %s of %s: %s (attempt %d)", what, strip_query(url), reason, attempt)
+        log.info("fal %s of %s failed: %s", what, strip_query(url), reason)
         raise FalRetryable(f"Provider {what} call failed ({reason})")
 
     # -- status
@@ -555,7 +546,7 @@ class FalClient:
         reason = error_from_body(body, header_type, code)
         error_type = header_type or (body_type if isinstance(body_type, str) else None)
         error_type = error_type or _detail_type(detail)
-        log.info("fal result of %s: %s", redact(response_url), reason)
+        log.info("fal result of %s: %s", strip_query(response_url), reason)
         raise FalPermanent(reason, status_code=code, error_type=error_type)
 
     # -- cancel

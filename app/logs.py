@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Mapping
+from urllib.parse import urlsplit, urlunsplit
 
 _STANDARD = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
@@ -72,3 +73,14 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level)
     # urllib3's DEBUG lines carry full URLs, presigned signatures included: never below INFO.
     logging.getLogger("urllib3").setLevel(max(logging.INFO, root.level))
+
+
+def strip_query(url: str) -> str:
+    """The URL without credentials, query or fragment: presigned signatures, keys and
+    passwords stay out of logs. Never raises (it runs on error paths)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.split("?", 1)[0].split("#", 1)[0]
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

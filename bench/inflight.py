@@ -1,6 +1,6 @@
 """In-flight capacity benchmark: how many fal jobs one worker process tracks, how often each
-is checked, at what memory and CPU (the README's Performance targets: >= 5,000 in flight, each checked
-at least every 10 s, RSS <= 300 MB), beside a naive worker that polls inside its tasks.
+is checked, at what memory and CPU (the README's Performance targets: >= 5,000 in flight,
+each checked at least every 10 s, RSS <= 300 MB), beside a naive worker that polls inside its tasks.
 
     .venv/bin/python bench/inflight.py [--jobs 5000] [--window 60] [--interval 10]
                                        [--concurrency 8] [--poll 1.0] [--naive-window S]

@@ -411,6 +411,9 @@ def test_unresolvable_hosts() -> None:
     ("https://user:pw@cdn.example:8443/a/b.mp4#frag", "https://cdn.example:8443/a/b.mp4"),
     ("http://cdn.example/v.mp4", "http://cdn.example/v.mp4"),
     ("http://[::1/v.mp4?sig=1", "http://[::1/v.mp4"),
+    # fal's and the store's log lines use it too: a bad port must not raise on an error path
+    ("https://queue.example:99999/x/status?sig=1", "https://queue.example:99999/x/status"),
+    ("ws://root:secret@db.example:8000/rpc", "ws://db.example:8000/rpc"),
 ])
 def test_strip_query(url: str, expected: str) -> None:
     assert strip_query(url) == expected

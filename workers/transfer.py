@@ -53,13 +53,14 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
 from urllib3.exceptions import ReadTimeoutError
 
 from app.httpheaders import retry_after_seconds
+from app.logs import strip_query
 from app.netguard import (
     AddressGuard,
     GuardedAdapter,
@@ -130,16 +131,6 @@ class TransferLimits:
     read_timeout: float = 30
     max_redirects: int = 5
     total_timeout: float = 900
-
-
-def strip_query(url: str) -> str:
-    """The URL without credentials, query or fragment: presigned signatures stay out of logs."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url.split("?", 1)[0].split("#", 1)[0]
-    netloc = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 # --- the download --------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from app.logs import strip_query
 from app.store.errors import (
     AlreadyExists,
     ConflictRetryable,
@@ -147,7 +148,7 @@ class Database:
                     f"the embedded store at {self.config.url} is in use by another process; "
                     "stop it first, or use a SurrealDB server (ws://) for several processes"
                 ) from exc
-            raise StoreUnavailable(f"cannot open SurrealDB at {_redact(url)}: {text}") from exc
+            raise StoreUnavailable(f"cannot open SurrealDB at {strip_query(url)}: {text}") from exc
         return conn
 
     def _connection(self) -> Any:
@@ -252,10 +253,3 @@ def _close_quietly(conn: Any) -> None:
     except Exception as exc:  # already broken: closing it is best effort
         log.debug("closing a broken SurrealDB connection failed: %s", exc)
 
-
-def _redact(url: str) -> str:
-    """Never log credentials embedded in a URL."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
