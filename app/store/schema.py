@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from app.store.connection import Database
 
-JOB_STATUSES = ("pending", "processing", "completed", "failed")
 LEDGER_KINDS = ("charge", "refund", "grant")
 
 _TABLES = """
