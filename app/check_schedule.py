@@ -36,13 +36,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from app.jobs import TRACKED, Job, Status
+
 log = logging.getLogger(__name__)
 
 SCHEDULE_KEY = "videojobs:checks"
 INFO_KEY = "videojobs:checks:info"
 MARKER_KEY = "videojobs:checks:built"
 REBUILD_LOCK_KEY = "videojobs:checks:rebuild-lock"
-TRACKED_PHASES = ("in_queue", "in_progress")
+TRACKED_PHASES = TRACKED
 RECONCILE_SECONDS = 60.0
 MIN_GAP_SECONDS = 0.5
 # A rebuilt schedule does not know when each job was last checked: all are due within this.
@@ -88,7 +90,7 @@ class Due:
     provider_status: str | None
     queue_position: int | None
 
-    def as_job(self) -> dict[str, Any]:
+    def as_job(self) -> Job:
         """The fields `check_status` reads, shaped like a job record."""
         return {"id": self.job_id, "fal_status_url": self.status_url,
                 "provider_status": self.provider_status, "queue_position": self.queue_position}
@@ -102,13 +104,13 @@ class Due:
         return cls(str(job_id), url, status, position if isinstance(position, int) else None)
 
 
-def is_tracked(row: dict[str, Any]) -> bool:
+def is_tracked(row: Job) -> bool:
     """A job whose provider status the sweeper must check."""
-    return (row.get("status") == "processing" and row.get("phase") in TRACKED_PHASES
+    return (row.get("status") == Status.PROCESSING and row.get("phase") in TRACKED_PHASES
             and bool(row.get("fal_status_url")))
 
 
-def _info(row: dict[str, Any]) -> str:
+def _info(row: Job) -> str:
     return json.dumps({"u": row.get("fal_status_url"), "s": row.get("provider_status"),
                        "q": row.get("queue_position")}, separators=(",", ":"))
 
@@ -140,7 +142,7 @@ class CheckSchedule:
 
     # ---- following the record ----------------------------------------------------------
 
-    def track(self, row: dict[str, Any] | None, now: float | None = None) -> None:
+    def track(self, row: Job | None, now: float | None = None) -> None:
         """Listener for every job write: schedule a job at the provider, drop one that left.
 
         A job already scheduled keeps its due time (only its info is refreshed)."""

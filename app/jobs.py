@@ -1,16 +1,18 @@
-"""The job state machine and how a job reads to its owner; plain functions, no I/O.
+"""A job's vocabulary and shape (Status, Phase, Job) and how it reads to its owner.
 
     pending ──► processing ──► completed
        │             │
        └─────────────┴──────► failed   (refunded once; terminal states never change)
+
+The moves between them, and what each move does, are app/lifecycle.py's; no I/O here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Required, TypedDict
 
 
 class Status(StrEnum):
@@ -23,6 +25,22 @@ class Status(StrEnum):
     FAILED = "failed"
 
 
+class Phase(StrEnum):
+    """Where an active job is inside its status (the `phase` field; None once terminal).
+
+    pending:    QUEUED (waiting for a worker) → SUBMITTING (a worker holds the submit lease)
+    processing: IN_QUEUE / IN_PROGRESS (fal has it; its status is checked), AWAITING_CALLBACK
+                (fal may have it: only its webhook tells), FINALIZING (copying the video)
+    """
+
+    QUEUED = "queued"
+    SUBMITTING = "submitting"
+    AWAITING_CALLBACK = "awaiting_callback"
+    IN_QUEUE = "in_queue"
+    IN_PROGRESS = "in_progress"
+    FINALIZING = "finalizing"
+
+
 # The plain values, for the store's queries and the workers.
 PENDING = Status.PENDING.value
 PROCESSING = Status.PROCESSING.value
@@ -31,29 +49,72 @@ FAILED = Status.FAILED.value
 STATUSES = tuple(s.value for s in Status)
 TERMINAL = (COMPLETED, FAILED)
 ACTIVE = (PENDING, PROCESSING)
+# The status changes an outbound webhook can announce, and those sent when none are chosen.
+EVENTS = (PROCESSING, COMPLETED, FAILED)
+DEFAULT_EVENTS = (COMPLETED, FAILED)
+# Phases in which fal has (or may have) the job and a webhook or status check moves it on.
+AT_PROVIDER = (Phase.IN_QUEUE, Phase.IN_PROGRESS, Phase.AWAITING_CALLBACK)
+# Phases whose provider status the sweeper checks (the check schedule's jobs).
+TRACKED = (Phase.IN_QUEUE, Phase.IN_PROGRESS)
 
-TRANSITIONS: dict[str, tuple[str, ...]] = {
-    PENDING: (PROCESSING, FAILED),
-    PROCESSING: (COMPLETED, FAILED),
-    COMPLETED: (),
-    FAILED: (),
-}
+
+class Job(TypedDict, total=False):
+    """A `video_job` record as the store returns it (app/store/schema.py defines the table).
+
+    Reads that need only a few fields (status polls, the check schedule) return just those,
+    so only `id` is always there. Times are aware datetimes; `status` holds a Status value
+    and `phase` a Phase value (plain strings, equal to the members)."""
+
+    id: Required[str]
+    # what was asked, fixed at creation
+    user_id: str
+    email: str
+    template_id: str
+    model: str
+    prompt: str
+    negative_prompt: str | None
+    start_key: str
+    duration: str
+    variables: dict[str, str]
+    credits: int
+    idempotency_key: str | None
+    webhook_url: str | None
+    webhook_events: list[str] | None
+    # where it is
+    status: str
+    phase: str | None
+    provider_status: str | None  # fal's last status (app.fal IN_QUEUE / IN_PROGRESS / ...)
+    queue_position: int | None
+    progress: str | None
+    # how it ended
+    error: str | None
+    refunded: bool
+    result_key: str | None
+    completed_at: datetime | None
+    # fal's request, saved before anything else once fal accepted it
+    fal_request_id: str | None
+    fal_status_url: str | None
+    fal_response_url: str | None
+    fal_cancel_url: str | None
+    video_url: str | None  # the finished video, when fal's webhook carried it
+    # workers' bookkeeping
+    lease_owner: str | None
+    lease_until: datetime | None
+    next_check_at: datetime | None
+    attempts: int
+    transfer_attempts: int
+    resends: int
+    cancel_requested: bool
+    deadline_at: datetime
+    created_at: datetime
+    updated_at: datetime
+
 
 PENDING_MESSAGE = "Waiting for a worker..."
 PROCESSING_MESSAGE = "Generating video..."
 STARTED_MESSAGE = "Video generation started. Check status at /api/templates/video/status"
 CANCELLED = "Cancelled"
 TIMED_OUT = "Timed out"
-
-
-def can_move(current: str, target: str) -> bool:
-    """Whether `current → target` is allowed; terminal states allow nothing."""
-    return target in TRANSITIONS.get(current, ())
-
-
-def sources_for(target: str) -> tuple[str, ...]:
-    """Statuses a compare-and-set to `target` may start from."""
-    return tuple(s for s, targets in TRANSITIONS.items() if target in targets)
 
 
 def iso(value: Any) -> str | None:
@@ -63,7 +124,7 @@ def iso(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def status_body(job: Mapping[str, Any], download_url: Callable[[str], str]) -> dict[str, Any]:
+def status_body(job: Job, download_url: Callable[[str], str]) -> dict[str, Any]:
     """The status body for one job (docs/api.md §4); `download_url` is called only when
     completed."""
     status = job["status"]
@@ -80,7 +141,7 @@ def status_body(job: Mapping[str, Any], download_url: Callable[[str], str]) -> d
             body["progress"] = job["progress"]
         return body
     if status == COMPLETED:
-        key = job["result_key"]
+        key = job.get("result_key") or ""
         return {"status": COMPLETED, "url": download_url(key), "key": key,
                 "credits": job["credits"], "completedAt": iso(job.get("completed_at")),
                 **extra}
@@ -89,7 +150,7 @@ def status_body(job: Mapping[str, Any], download_url: Callable[[str], str]) -> d
             "completedAt": iso(job.get("completed_at")), **extra}
 
 
-def list_item(job: Mapping[str, Any]) -> dict[str, Any]:
+def list_item(job: Job) -> dict[str, Any]:
     """A row of `GET /api/templates/video/jobs`."""
     item: dict[str, Any] = {
         "jobId": job["id"], "status": job["status"], "templateSlug": job["template_id"],

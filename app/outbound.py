@@ -20,7 +20,7 @@ from app.store.jobs import DEFAULT_WEBHOOK_EVENTS
 from app.store.webhooks import EndpointExists
 from app.webhook_secrets import SecretBox, SecretUnreadable, new_secret
 
-EVENTS = ("processing", "completed", "failed")
+EVENTS = jobs.EVENTS
 MAX_URL_LENGTH = 2048
 NOT_SET = "Webhook not set"
 

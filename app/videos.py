@@ -13,9 +13,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from app import jobs, outbound
+from app import jobs, lifecycle, outbound
 from app.errors import ApiError, validation_error
 from app.ids import is_valid_id, new_id
+from app.jobs import Job
 from app.metrics import CREDITS_CHARGED, JOBS_CREATED
 from app.queue import Enqueuer
 from app.storage import is_owned_key
@@ -159,7 +160,7 @@ def start_video(store: Store, enqueuer: Enqueuer, caller: Caller, body: Mapping[
 
 
 def owned_job(store: Store, caller: Caller, job_id: str | None,
-              status_only: bool = False) -> dict[str, Any]:
+              status_only: bool = False) -> Job:
     """The caller's job; another user's job is as missing as an unknown one."""
     if not job_id:
         raise ApiError(400, "jobId is required")
@@ -176,7 +177,7 @@ def job_status(store: Store, caller: Caller, job_id: str | None,
     app/status_cache.py), the rest read the store and fill the cache."""
     if not job_id:
         raise ApiError(400, "jobId is required")
-    row = cache.get(job_id) if cache is not None and is_valid_id(job_id) else None
+    row: Job | None = cache.get(job_id) if cache is not None and is_valid_id(job_id) else None
     if row is None:
         row = owned_job(store, caller, job_id, status_only=True)
         if cache is not None:
@@ -202,15 +203,9 @@ def cancel_job(store: Store, enqueuer: Enqueuer, caller: Caller, job_id: str | N
                download_url: Callable[[str], str]) -> dict[str, Any]:
     """Fail with `Cancelled` and refund now; a job fal accepted is also cancelled there."""
     job = owned_job(store, caller, job_id)
-    if job["status"] in jobs.TERMINAL:
+    updated = lifecycle.cancel(store, job)
+    if updated is None:  # it had finished, or it finished while we looked
         raise ApiError(409, "JOB_FINISHED")
-    at_provider = bool(job.get("fal_request_id")) or job.get("phase") == "submitting"
-    updated = store.jobs.fail_and_refund(job["id"], jobs.CANCELLED,
-                                         cancel_at_provider=at_provider)
-    if updated is None:  # it finished while we looked
-        raise ApiError(409, "JOB_FINISHED")
-    log.info("[VIDEO JOB %s] Failed: %s", job["id"], jobs.CANCELLED,
-             extra={"job_id": job["id"], "refunded": True})
-    if at_provider:
+    if lifecycle.provider_may_have(job):
         enqueuer.cancel(job["id"])
     return jobs.status_body(updated, download_url)

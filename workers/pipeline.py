@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from app import jobs
+from app import fal, jobs, lifecycle
 from app.check_schedule import Due, is_tracked
 from app.check_schedule import check_gap as schedule_gap
 from app.fal import (
@@ -34,18 +34,12 @@ from app.fal import (
     FalRetryable,
     failure_reason,
 )
-from app.metrics import JOBS_FINISHED
+from app.jobs import Job, Phase
+from app.lifecycle import FINALIZE_GRACE_SECONDS
+from app.lifecycle import fail as fail_job
 from app.posters import store_poster
 from app.storage import LocalStorage, job_video_key
-from app.store.jobs import (
-    NONE,
-    NOW,
-    OUTBOX_DISPATCH_GRACE_SECONDS,
-    RESEND_PENDING_SECONDS,
-    Expr,
-    now_plus,
-)
-from app.tracking import AT_PROVIDER, fail_job, provider_completed, record_status
+from app.store.jobs import OUTBOX_DISPATCH_GRACE_SECONDS, RESEND_PENDING_SECONDS
 from workers import webhook_delivery
 from workers.context import WorkerContext
 from workers.transfer import (
@@ -58,12 +52,7 @@ from workers.transfer import (
 
 log = logging.getLogger(__name__)
 
-SUBMIT_LEASE_SECONDS = 600
-# A finalize lease is short and renewed while the copy runs, so a worker that dies
-# mid-transfer is taken over within about FINALIZE_LEASE_SECONDS, not at the deadline.
-FINALIZE_LEASE_SECONDS = 90
-LEASE_RENEW_SECONDS = 20
-FINALIZE_GRACE_SECONDS = 30  # a lost finalize message is re-sent after this
+LEASE_RENEW_SECONDS = 20  # well inside lifecycle.FINALIZE_LEASE_SECONDS
 MAX_SUBMIT_ATTEMPTS = 8
 MAX_TRANSFER_ATTEMPTS = 4
 SWEEP_PERIOD_SECONDS = 1.0
@@ -82,8 +71,6 @@ IDEMPOTENCY_KEEP_SECONDS = 24 * 3600
 STALE_UPLOAD_SECONDS = 3600  # an upload's temp file untouched this long is abandoned
 # A submit message is re-sent after RESEND_PENDING_SECONDS, then after twice as long, ...
 RESEND_BACKOFF_CAP_SECONDS = 240.0
-
-SUBMISSION_UNKNOWN = "Submission outcome unknown"
 
 
 def _backoff(attempt: int, cap: float = 60.0) -> float:
@@ -113,7 +100,7 @@ def image_url(ctx: WorkerContext, key: str) -> str:
     return storage.download_url(key, expires_in=3600)
 
 
-def build_input(ctx: WorkerContext, job: dict[str, Any]) -> dict[str, Any]:
+def build_input(ctx: WorkerContext, job: Job) -> dict[str, Any]:
     payload: dict[str, Any] = {"prompt": job["prompt"], "image_url": image_url(ctx,
                                                                               job["start_key"]),
                                "duration": job["duration"]}
@@ -128,21 +115,14 @@ def submit_job(ctx: WorkerContext, job_id: str) -> None:
     """Claim a pending job, submit it to fal once, and save what fal answered."""
     store = ctx.store
     ctx.enqueuer.submit_taken(job_id)
-    job = store.jobs.get(job_id)
-    if job is None or job["status"] != jobs.PENDING or job.get("phase") != "queued":
-        return
-    claimed = store.jobs.update_if(
-        job_id, (jobs.PENDING,),
-        {"phase": "submitting", "lease_owner": ctx.owner,
-         "lease_until": now_plus(SUBMIT_LEASE_SECONDS), "attempts": Expr("attempts + 1")},
-        phases=("queued",), lease_free=True)
+    claimed = lifecycle.claim_submit(store, job_id, ctx.owner)
     if claimed is None:
         return
     try:
         payload = build_input(ctx, claimed)
     except Exception as exc:  # the start image vanished or storage is down
         log.warning("cannot read start image: %s", type(exc).__name__, extra={"job_id": job_id})
-        fail_job(store, job_id, "Start image is no longer available")
+        fail_job(store, job_id, lifecycle.START_IMAGE_GONE)
         return
     try:
         submission = ctx.fal.submit(claimed["model"], payload, webhook_url(ctx, job_id))
@@ -152,9 +132,7 @@ def submit_job(ctx: WorkerContext, job_id: str) -> None:
             return
         delay = max(_backoff(int(claimed.get("attempts") or 1)),
                     float(getattr(exc, "retry_after", None) or 0))
-        store.jobs.update_if(job_id, (jobs.PENDING,), {
-            "phase": "queued", "lease_owner": NONE, "lease_until": NONE,
-            "next_check_at": now_plus(delay)}, phases=("submitting",), owner=ctx.owner)
+        lifecycle.retry_submit(store, job_id, ctx.owner, delay)
         log.warning("submit failed, retrying in %.0f s: %s", delay, exc,
                     extra={"job_id": job_id})
         return
@@ -164,41 +142,18 @@ def submit_job(ctx: WorkerContext, job_id: str) -> None:
     except FalPermanent as exc:
         fail_job(store, job_id, getattr(exc, "reason", None) or str(exc))
         return
-    saved = store.jobs.update_if(job_id, (jobs.PENDING,), {
-        "status": jobs.PROCESSING, "phase": "in_queue", "provider_status": "IN_QUEUE",
-        "fal_request_id": submission.request_id, "fal_status_url": submission.status_url,
-        "fal_response_url": submission.response_url, "fal_cancel_url": submission.cancel_url,
-        "queue_position": submission.queue_position, "lease_owner": NONE, "lease_until": NONE,
-        "next_check_at": now_plus(check_gap(ctx.settings))},
-        phases=("submitting",), owner=ctx.owner, event=jobs.PROCESSING)
-    if saved is None:
-        current = store.jobs.get(job_id) or {}
-        if current.get("fal_request_id") == submission.request_id:
-            # fal's webhook got here first and adopted the job: keep it, add the URLs.
-            store.jobs.update_if(job_id, (jobs.PROCESSING,), {
-                "fal_status_url": submission.status_url,
-                "fal_response_url": submission.response_url,
-                "fal_cancel_url": submission.cancel_url})
-            return
+    saved = lifecycle.record_submission(store, job_id, ctx.owner, submission,
+                                        check_gap(ctx.settings))
+    if saved is lifecycle.SubmitSaved.GONE:
         # Cancelled or timed out while fal was answering: stop it there too.
         _cancel_quietly(ctx, job_id, submission.cancel_url)
-        return
-    log.info("[VIDEO JOB %s] Submitted to fal as %s", job_id, submission.request_id,
-             extra={"job_id": job_id, "model": claimed["model"]})
-    log.info("[VIDEO JOB %s] Status: IN_QUEUE", job_id,
-             extra={"job_id": job_id, "queue_position": submission.queue_position})
 
 
-def submission_outcome_unknown(ctx: WorkerContext, job: dict[str, Any]) -> None:
-    """fal may have the job: never resubmit; wait for its webhook or fail and refund."""
-    if ctx.settings.public_base_url:
-        ctx.store.jobs.update_if(job["id"], (jobs.PENDING,), {
-            "status": jobs.PROCESSING, "phase": "awaiting_callback", "lease_owner": NONE,
-            "lease_until": NONE, "next_check_at": NONE}, phases=("submitting",))
-        log.warning("submit outcome unknown; waiting for fal's webhook until the deadline",
-                    extra={"job_id": job["id"]})
-    else:
-        fail_job(ctx.store, job["id"], SUBMISSION_UNKNOWN)
+def submission_outcome_unknown(ctx: WorkerContext, job: Job) -> None:
+    """fal may have the job: never resubmit; wait for its webhook (when fal can reach
+    us) or fail and refund."""
+    lifecycle.submission_outcome_unknown(ctx.store, job["id"],
+                                         webhooks_on=bool(ctx.settings.public_base_url))
 
 
 def _cancel_quietly(ctx: WorkerContext, job_id: str, cancel_url: str | None) -> bool:
@@ -219,7 +174,7 @@ def _cancel_quietly(ctx: WorkerContext, job_id: str, cancel_url: str | None) -> 
 
 # ---- tracking ----------------------------------------------------------------------------
 
-def check_status(ctx: WorkerContext, job: dict[str, Any]) -> None:
+def check_status(ctx: WorkerContext, job: Job) -> None:
     """One provider status check; writes the store only when the provider status changed.
 
     `job` needs only `id`, `fal_status_url`, `provider_status` and `queue_position` (what
@@ -228,7 +183,7 @@ def check_status(ctx: WorkerContext, job: dict[str, Any]) -> None:
     taken out of the schedule."""
     job_id = job["id"]
     try:
-        status = ctx.fal.status(job["fal_status_url"])
+        status = ctx.fal.status(job.get("fal_status_url") or "")
     except FalNotFound:
         _still_tracked(ctx, job_id, fail_job(ctx.store, job_id,
                                              "Provider no longer knows this request"))
@@ -240,15 +195,16 @@ def check_status(ctx: WorkerContext, job: dict[str, Any]) -> None:
         _still_tracked(ctx, job_id, fail_job(ctx.store, job_id,
                                              getattr(exc, "reason", None) or str(exc)))
         return
-    if status.status == "COMPLETED":
+    if status.status == fal.COMPLETED:
         if status.failed:
             _still_tracked(ctx, job_id, fail_job(ctx.store, job_id, failure_reason(status)))
         else:
-            _still_tracked(ctx, job_id, provider_completed(ctx.store, ctx.enqueuer, job))
+            _still_tracked(ctx, job_id,
+                           lifecycle.provider_completed(ctx.store, ctx.enqueuer, job))
         return
-    if status.status in ("IN_QUEUE", "IN_PROGRESS"):
-        _still_tracked(ctx, job_id, record_status(ctx.store, job, status.status,
-                                                  status.queue_position, check_gap(ctx.settings)))
+    if status.status in lifecycle.PHASE_FOR_STATUS:
+        _still_tracked(ctx, job_id, lifecycle.record_provider_status(
+            ctx.store, job, status.status, status.queue_position, check_gap(ctx.settings)))
 
 
 def _still_tracked(ctx: WorkerContext, job_id: str, outcome: Any) -> None:
@@ -259,7 +215,7 @@ def _still_tracked(ctx: WorkerContext, job_id: str, outcome: Any) -> None:
 
 def check_due(ctx: WorkerContext, due: Due) -> None:
     """Check one claimed job; without what the schedule keeps, read it from the store."""
-    job: dict[str, Any] | None = due.as_job()
+    job: Job | None = due.as_job()
     if not due.status_url:
         job = ctx.store.jobs.get(due.job_id)
         if job is None or not is_tracked(job):
@@ -368,11 +324,10 @@ def _housekeeping(ctx: WorkerContext, report: SweepReport) -> None:
     """Deadlines, lost submit messages, crashed submits and stalled finalizes."""
     store = ctx.store
     for job in store.jobs.past_deadline(SWEEP_BATCH):
-        at_provider = bool(job.get("fal_request_id"))
-        if fail_job(store, job["id"], jobs.TIMED_OUT, cancel_at_provider=at_provider):
+        if lifecycle.time_out(store, job):
             report.timed_out += 1
     _resend_submits(ctx, report)
-    for job in store.jobs.expired_leases("submitting", SWEEP_BATCH):
+    for job in store.jobs.expired_leases(Phase.SUBMITTING, SWEEP_BATCH):
         report.unknown += 1
         submission_outcome_unknown(ctx, job)
     for job in store.jobs.resend_due_finalize(SWEEP_BATCH, FINALIZE_GRACE_SECONDS):
@@ -438,7 +393,7 @@ def _status_checks(ctx: WorkerContext, report: SweepReport,
     report.errors.extend(run_checks(ctx, inline, pool))
 
 
-def _cancel_owed(ctx: WorkerContext, job: dict[str, Any]) -> None:
+def _cancel_owed(ctx: WorkerContext, job: Job) -> None:
     """Send an owed cancel once: the flag is taken by compare-and-set before the call."""
     claimed = ctx.store.jobs.claim_cancel_request(job["id"])
     if claimed is None:
@@ -447,7 +402,7 @@ def _cancel_owed(ctx: WorkerContext, job: dict[str, Any]) -> None:
         ctx.store.jobs.restore_cancel_request(job["id"])
 
 
-def _safe(func: Any, ctx: WorkerContext, job: dict[str, Any]) -> str | None:
+def _safe(func: Any, ctx: WorkerContext, job: Job) -> str | None:
     try:
         func(ctx, job)
         return None
@@ -467,17 +422,13 @@ def cancel_at_provider(ctx: WorkerContext, job_id: str) -> None:
 def finalize_job(ctx: WorkerContext, job_id: str) -> None:
     """Fetch fal's result, stream the video into storage, record it, complete the job."""
     store = ctx.store
-    claimed = store.jobs.update_if(
-        job_id, (jobs.PROCESSING,),
-        {"lease_owner": ctx.owner, "lease_until": now_plus(FINALIZE_LEASE_SECONDS),
-         "transfer_attempts": Expr("transfer_attempts + 1")},
-        phases=("finalizing",), lease_free=True)
+    claimed = lifecycle.claim_finalize(store, job_id, ctx.owner)
     if claimed is None:
         return
     url = claimed.get("video_url")
     if not url:
         try:
-            url = ctx.fal.result(claimed["fal_response_url"]).url
+            url = ctx.fal.result(claimed.get("fal_response_url") or "").url
         except FalRetryable as exc:
             _retry_finalize(ctx, claimed, f"result not available: {exc}")
             return
@@ -506,16 +457,11 @@ def finalize_job(ctx: WorkerContext, job_id: str) -> None:
                       start_key=claimed.get("start_key"))
     log.info("Stored library video metadata for %s", key,
              extra={"job_id": job_id, "size": stored.size})
-    done = store.jobs.update_if(job_id, (jobs.PROCESSING,), {
-        "status": jobs.COMPLETED, "result_key": key, "completed_at": NOW, "phase": NONE,
-        "lease_owner": NONE, "lease_until": NONE, "next_check_at": NONE},
-        phases=("finalizing",), owner=ctx.owner, event=jobs.COMPLETED)
-    if done is None:
+    if lifecycle.complete(store, job_id, ctx.owner, key) is None:
         # Cancelled or timed out (and refunded) meanwhile: leave no orphan behind.
         store.library.delete(key)
         ctx.storage.delete(key)
         return
-    JOBS_FINISHED.labels(status=jobs.COMPLETED).inc()
     _poster_pool().submit(_attach_poster, ctx, claimed["user_id"], job_id, key)
 
 
@@ -553,14 +499,11 @@ def _lease_renewed(ctx: WorkerContext, job_id: str) -> Iterator[None]:
     def renew() -> None:
         while not stop.wait(LEASE_RENEW_SECONDS):
             try:
-                kept = ctx.store.jobs.update_if(
-                    job_id, (jobs.PROCESSING,),
-                    {"lease_until": now_plus(FINALIZE_LEASE_SECONDS)},
-                    phases=("finalizing",), owner=ctx.owner)
+                kept = lifecycle.renew_finalize_lease(ctx.store, job_id, ctx.owner)
             except Exception:  # the store blipped: try again at the next beat
                 log.warning("lease renewal failed", extra={"job_id": job_id})
                 continue
-            if kept is None:
+            if not kept:
                 return  # no longer ours (cancelled, timed out, taken over)
 
     beat = threading.Thread(target=renew, name=f"lease-{job_id[:8]}", daemon=True)
@@ -572,19 +515,16 @@ def _lease_renewed(ctx: WorkerContext, job_id: str) -> Iterator[None]:
         beat.join(timeout=5)
 
 
-def _retry_finalize(ctx: WorkerContext, job: dict[str, Any], why: str) -> None:
+def _retry_finalize(ctx: WorkerContext, job: Job, why: str) -> None:
     attempts = int(job.get("transfer_attempts") or 1)
     if attempts >= MAX_TRANSFER_ATTEMPTS:
         fail_job(ctx.store, job["id"], f"Could not copy the video: {why}")
         return
     delay = _backoff(attempts, cap=30)
-    # Give the lease back with a short expiry: the sweeper re-sends finalize after it.
-    ctx.store.jobs.update_if(job["id"], (jobs.PROCESSING,), {
-        "lease_owner": NONE, "lease_until": now_plus(delay)},
-        phases=("finalizing",), owner=ctx.owner)
+    lifecycle.release_finalize(ctx.store, job["id"], ctx.owner, delay)
     log.warning("transfer failed (attempt %d), retrying in %.0f s: %s", attempts, delay, why,
                 extra={"job_id": job["id"]})
 
 
-__all__ = ["AT_PROVIDER", "cancel_at_provider", "check_status", "finalize_job", "submit_job",
+__all__ = ["cancel_at_provider", "check_status", "finalize_job", "submit_job",
            "sweep"]

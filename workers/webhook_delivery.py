@@ -24,12 +24,13 @@ import threading
 import time
 from datetime import UTC, datetime
 from math import floor
-from typing import Any
+from typing import Any, cast
 
 import requests
 from standardwebhooks.webhooks import Webhook
 
 from app import jobs, outbound
+from app.jobs import Job
 from app.netguard import AddressGuard, GuardedAdapter, TransferError, check_url_with
 from app.storage import LocalStorage
 from app.webhook_secrets import SecretBox, SecretUnreadable
@@ -49,7 +50,7 @@ USER_AGENT = "videojobs-webhooks/1"
 def event_body(ctx: WorkerContext, row: dict[str, Any]) -> dict[str, Any]:
     """`{"type", "timestamp", "data": {"jobId", ...status body at the event}}`; a completed
     job's `url` is made fresh for each attempt (the link expires)."""
-    snapshot = {**(row.get("job") or {}), "id": row["job_id"]}
+    snapshot = cast(Job, {**(row.get("job") or {}), "id": row["job_id"]})
     data = jobs.status_body(snapshot, lambda key: _download_url(ctx, key))
     return {"type": row["type"], "timestamp": jobs.iso(row.get("created_at")),
             "data": {"jobId": row["job_id"], **data}}

@@ -6,6 +6,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
+from app import jobs
 from app.jobs import Status
 
 
@@ -59,7 +60,7 @@ class VideoRequestSchema(StrictSchema):
         metadata={"description": "http(s) URL told about this job's events instead of the "
                                  "account's webhook endpoint (signed with the same secret)"})
     webhookEvents = fields.List(
-        fields.String(validate=validate.OneOf(["processing", "completed", "failed"])),
+        fields.String(validate=validate.OneOf(list(jobs.EVENTS))),
         validate=validate.Length(max=3),
         metadata={"description": "events to send; default [\"completed\", \"failed\"]"})
 

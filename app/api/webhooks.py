@@ -6,7 +6,7 @@ import logging
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from app import tracking
+from app import lifecycle
 from app.api.base import services
 from app.fal_webhooks import (
     JwksUnavailable,
@@ -53,7 +53,7 @@ def fal_webhook() -> Response:
     video = (event.payload or {}).get("video") if event.ok else None
     video_url = video.get("url") if isinstance(video, dict) else None
     svc = services()
-    outcome = tracking.apply_webhook(
+    outcome = lifecycle.apply_webhook(
         svc.store, svc.enqueuer, request.args.get("jobId"), event.request_id, event.ok,
         video_url, None if event.ok else event_reason(event))
     log.info("fal webhook for %s: %s", event.request_id, outcome,

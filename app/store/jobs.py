@@ -22,18 +22,19 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, cast
 
+from app.jobs import ACTIVE, DEFAULT_EVENTS, TRACKED, Job, Phase, Status
 from app.store.connection import Database
 from app.store.errors import AlreadyExists, Thrown
 from app.store.records import first, rows
 
-TERMINAL = ("completed", "failed")
 # A pending job whose submit message was lost is re-enqueued by the sweeper after this.
 RESEND_PENDING_SECONDS = 15
 # A new webhook delivery is sent at once; the sweeper re-sends it only after this.
 OUTBOX_DISPATCH_GRACE_SECONDS = 10
-DEFAULT_WEBHOOK_EVENTS = ("completed", "failed")
+DEFAULT_WEBHOOK_EVENTS = DEFAULT_EVENTS
 
 
 class Expr(str):
@@ -115,8 +116,8 @@ IF $idem_id != NONE {
 CREATE type::record('video_job', $job_id) CONTENT {
     user_id: $user_id, email: $email, template_id: $template_id, model: $model,
     prompt: $prompt, negative_prompt: $negative_prompt, start_key: $start_key,
-    duration: $duration, variables: $variables, credits: $credits, status: 'pending',
-    phase: 'queued', refunded: false, idempotency_key: $idem_key,
+    duration: $duration, variables: $variables, credits: $credits, status: $status,
+    phase: $phase, refunded: false, idempotency_key: $idem_key,
     webhook_url: $webhook_url, webhook_events: $webhook_events,
     deadline_at: time::now() + type::duration($timeout),
     next_check_at: time::now() + type::duration($resend_after)
@@ -148,6 +149,23 @@ LET $d = IF array::len($j) > 0 AND $target != NONE
 """
 
 
+_QUEUED = {"pending": Status.PENDING.value, "queued": Phase.QUEUED.value}
+
+
+def _values(members: tuple[str, ...]) -> list[str]:
+    """Enum members as the plain strings the SDK encodes."""
+    return [m.value if isinstance(m, StrEnum) else m for m in members]
+
+
+def _job(result: Any) -> Job | None:
+    """A statement's first row as a Job (the table's schema guarantees the fields)."""
+    return cast("Job | None", first(result))
+
+
+def _jobs(result: Any) -> list[Job]:
+    return cast("list[Job]", rows(result))
+
+
 def delivery_id(job_id: str, event: str) -> str:
     """One delivery row per (job, event): the id itself makes a second one impossible."""
     return f"{job_id}_{event}"
@@ -156,7 +174,7 @@ def delivery_id(job_id: str, event: str) -> str:
 _FAIL_AND_REFUND = """
 BEGIN;
 LET $j = (UPDATE type::record('video_job', $job_id)
-          SET status = 'failed', error = $error, refunded = true, phase = NONE,
+          SET status = $failed, error = $error, refunded = true, phase = NONE,
               lease_owner = NONE, lease_until = NONE, next_check_at = NONE,
               cancel_requested = $cancel, updated_at = time::now(), completed_at = time::now()
           WHERE status IN $from RETURN AFTER);
@@ -179,17 +197,17 @@ class JobRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
         # Called with the record after every successful write (e.g. the status cache).
-        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.listeners: list[Callable[[Job], None]] = []
         # Called with a new webhook delivery's id after its transaction committed.
         self.delivery_listeners: list[Callable[[str], None]] = []
 
-    def _written(self, row: dict[str, Any] | None) -> dict[str, Any] | None:
+    def _written(self, row: Job | None) -> Job | None:
         if row is not None:
             for listener in self.listeners:
                 listener(row)
         return row
 
-    def _outboxed(self, result: list[Any]) -> dict[str, Any] | None:
+    def _outboxed(self, result: list[Any]) -> Job | None:
         """Unpack `{job, delivery}` from a transaction with _OUTBOX; tell the listeners."""
         found = next((r for r in reversed(result) if isinstance(r, dict) and "job" in r), None)
         if found is None or found.get("job") is None:
@@ -198,7 +216,7 @@ class JobRepository:
         for new_id in created if isinstance(created, list) else ():
             for listener in self.delivery_listeners:
                 listener(str(new_id))
-        return self._written(first(found["job"]))
+        return self._written(_job(found["job"]))
 
     def create_with_charge(self, job: NewJob) -> int:
         """Charge, ledger row, idempotency row and pending job in one transaction.
@@ -218,7 +236,7 @@ class JobRepository:
             "request_hash": job.request_hash, "resend_after": f"{RESEND_PENDING_SECONDS}s",
             "webhook_url": job.webhook_url,
             "webhook_events": list(job.webhook_events) if job.webhook_events is not None
-            else None,
+            else None, "status": Status.PENDING.value, "phase": Phase.QUEUED.value,
         }
         try:
             result = self.db.query(_CREATE, params)
@@ -232,13 +250,13 @@ class JobRepository:
             raise
         return int([r for r in result if isinstance(r, int)][-1])
 
-    def get(self, job_id: str) -> dict[str, Any] | None:
-        return first(self.db.query("SELECT * FROM ONLY type::record('video_job', $id);",
+    def get(self, job_id: str) -> Job | None:
+        return _job(self.db.query("SELECT * FROM ONLY type::record('video_job', $id);",
                                    {"id": job_id})[0])
 
-    def get_status_fields(self, job_id: str) -> dict[str, Any] | None:
+    def get_status_fields(self, job_id: str) -> Job | None:
         """Only what a status answer needs: the hot path of every dashboard poll."""
-        return first(self.db.query(
+        return _job(self.db.query(
             "SELECT id, user_id, status, phase, queue_position, progress, result_key, credits,"
             " error, refunded, created_at, completed_at, updated_at"
             " FROM ONLY type::record('video_job', $id);", {"id": job_id})[0])
@@ -257,7 +275,7 @@ class JobRepository:
         return len(deleted or [])
 
     def list_for_user(self, email: str, limit: int,
-                      cursor: tuple[datetime, str] | None) -> list[dict[str, Any]]:
+                      cursor: tuple[datetime, str] | None) -> list[Job]:
         """Newest first; `limit + 1` rows are read so the caller knows if more exist."""
         if cursor is None:
             sql = ("SELECT * FROM video_job WHERE email = $email "
@@ -268,18 +286,20 @@ class JobRepository:
                    "(created_at = $at AND id < type::record('video_job', $cid))) "
                    "ORDER BY created_at DESC, id DESC LIMIT $n;")
             params = {"email": email, "n": limit + 1, "at": cursor[0], "cid": cursor[1]}
-        return rows(self.db.query(sql, params)[0])
+        return _jobs(self.db.query(sql, params)[0])
 
     def count(self) -> int:
         result = self.db.query("SELECT count() AS n FROM video_job GROUP ALL;")[0]
         return int(result[0]["n"]) if result else 0
 
-    def fail_and_refund(self, job_id: str, error: str, from_statuses: tuple[str, ...] = (
-            "pending", "processing"), cancel_at_provider: bool = False) -> dict[str, Any] | None:
+    def fail_and_refund(self, job_id: str, error: str, from_statuses: tuple[str, ...] = ACTIVE,
+                        cancel_at_provider: bool = False) -> Job | None:
         """Mark failed with `error` and refund, once; None if the job was not in `from`."""
-        params = {"job_id": job_id, "error": error, "from": list(from_statuses),
+        params = {"job_id": job_id, "error": error, "from": _values(from_statuses),
+                  "failed": Status.FAILED.value,
                   "refund_id": f"refund_{job_id}", "cancel": cancel_at_provider,
-                  "event": "failed", "delivery_id": delivery_id(job_id, "failed")}
+                  "event": Status.FAILED.value,
+                  "delivery_id": delivery_id(job_id, Status.FAILED.value)}
         try:
             result = self.db.query(_FAIL_AND_REFUND, params)
         except Thrown as exc:
@@ -293,7 +313,7 @@ class JobRepository:
     def update_if(self, job_id: str, from_statuses: tuple[str, ...],
                   changes: dict[str, Any], *, phases: tuple[str, ...] | None = None,
                   owner: str | None = None, lease_free: bool = False,
-                  event: str | None = None) -> dict[str, Any] | None:
+                  event: str | None = None) -> Job | None:
         """Compare-and-set: apply `changes` only while the record is as expected.
 
         `from_statuses` (and `phases`) name the states it may be in; `owner` requires our
@@ -303,10 +323,10 @@ class JobRepository:
         Returns the record after, or None if another writer got there first.
         """
         conditions = ["status IN $from"]
-        params: dict[str, Any] = {"id": job_id, "from": list(from_statuses)}
+        params: dict[str, Any] = {"id": job_id, "from": _values(from_statuses)}
         if phases is not None:
             conditions.append("phase IN $phases")
-            params["phases"] = list(phases)
+            params["phases"] = _values(phases)
         if owner is not None:
             conditions.append("lease_owner = $owner")
             params["owner"] = owner
@@ -319,46 +339,46 @@ class JobRepository:
                 sets.append(f"{name} = {value}")
             else:
                 sets.append(f"{name} = $c_{name}")
-                params[f"c_{name}"] = value
+                params[f"c_{name}"] = value.value if isinstance(value, StrEnum) else value
         sql = (f"UPDATE type::record('video_job', $id) SET {', '.join(sets)}, "
                f"updated_at = time::now() WHERE {' AND '.join(conditions)} RETURN AFTER")
         if event is None:
-            return self._written(first(self.db.query(sql + ";", params)[0]))
+            return self._written(_job(self.db.query(sql + ";", params)[0]))
         params.update(job_id=job_id, event=event, delivery_id=delivery_id(job_id, event))
         return self._outboxed(self.db.query(
             f"BEGIN;\nLET $j = ({sql});\n{_OUTBOX}\nRETURN {{job: $j[0], delivery: $d}};\n"
             "COMMIT;", params))
 
-    def find_by_request_id(self, request_id: str) -> dict[str, Any] | None:
-        return first(self.db.query(
+    def find_by_request_id(self, request_id: str) -> Job | None:
+        return _job(self.db.query(
             "SELECT * FROM video_job WHERE fal_request_id = $r LIMIT 1;", {"r": request_id})[0])
 
     def _claim_batch(self, where: str, sets: str, limit: int, order: str = ""
-                     ) -> list[dict[str, Any]]:
+                     ) -> list[Job]:
         """Select up to `limit` due ids, then move them on with a compare-and-set that
         repeats `where`, so a concurrent sweep claims none of the same rows."""
         due = self.db.query(f"SELECT VALUE id FROM video_job WHERE {where} {order} LIMIT $n;",
                             {"n": limit})[0] or []
         if not due:
             return []
-        return rows(self.db.query(
+        return _jobs(self.db.query(
             f"UPDATE $ids SET {sets}, updated_at = time::now() WHERE {where} RETURN AFTER;",
             {"ids": due})[0])
 
-    def in_flight_checks(self) -> list[dict[str, Any]]:
+    def in_flight_checks(self) -> list[Job]:
         """Every job whose provider status is checked, with what a check needs: what the
         status-check schedule is rebuilt from (app/check_schedule.py)."""
-        return rows(self.db.query(
+        return _jobs(self.db.query(
             "SELECT id, status, phase, fal_status_url, provider_status, queue_position "
-            "FROM video_job WHERE status = 'processing' "
-            "AND phase IN ['in_queue', 'in_progress'];")[0])
+            "FROM video_job WHERE status = $processing AND phase IN $tracked;",
+            {"processing": Status.PROCESSING.value, "tracked": _values(TRACKED)})[0])
 
-    def due_resends(self, limit: int) -> list[dict[str, Any]]:
+    def due_resends(self, limit: int) -> list[Job]:
         """Pending jobs nobody took yet whose re-send time has come (read only: the
         sweeper decides per job, then claims it with `claim_resend`)."""
-        return rows(self.db.query(
-            "SELECT id, resends FROM video_job WHERE status = 'pending' AND phase = 'queued' "
-            "AND next_check_at <= time::now() LIMIT $n;", {"n": limit})[0])
+        return _jobs(self.db.query(
+            "SELECT id, resends FROM video_job WHERE status = $pending AND phase = $queued "
+            "AND next_check_at <= time::now() LIMIT $n;", {"n": limit, **_QUEUED})[0])
 
     def claim_resend(self, job_id: str, delay_seconds: float) -> bool:
         """Take a due re-send (compare-and-set, so one sweeper sends it) and set the next
@@ -366,45 +386,47 @@ class JobRepository:
         return bool(self.db.query(
             f"UPDATE type::record('video_job', $id) SET next_check_at = "
             f"{now_plus(delay_seconds)}, resends += 1, updated_at = time::now() "
-            "WHERE status = 'pending' AND phase = 'queued' AND next_check_at <= time::now() "
-            "RETURN id;", {"id": job_id})[0])
+            "WHERE status = $pending AND phase = $queued AND next_check_at <= time::now() "
+            "RETURN id;", {"id": job_id, **_QUEUED})[0])
 
-    def resend_due_finalize(self, limit: int, grace_seconds: float) -> list[dict[str, Any]]:
+    def resend_due_finalize(self, limit: int, grace_seconds: float) -> list[Job]:
         """Finalizing jobs whose lease ran out (a crash, a lost message, a retry's wait),
         pushed forward by `grace_seconds` so one message is sent per grace period."""
         return self._claim_batch(
-            "status = 'processing' AND phase = 'finalizing' AND lease_until != NONE "
+            f"status = '{Status.PROCESSING}' AND phase = '{Phase.FINALIZING}' "
+            "AND lease_until != NONE "
             "AND lease_until < time::now()",
             f"lease_owner = NONE, lease_until = {now_plus(grace_seconds)}", limit)
 
-    def expired_leases(self, phase: str, limit: int) -> list[dict[str, Any]]:
-        return rows(self.db.query(
-            "SELECT * FROM video_job WHERE status IN ['pending', 'processing'] AND "
+    def expired_leases(self, phase: str, limit: int) -> list[Job]:
+        return _jobs(self.db.query(
+            "SELECT * FROM video_job WHERE status IN $active AND "
             "phase = $phase AND lease_until != NONE AND lease_until < time::now() LIMIT $n;",
-            {"phase": phase, "n": limit})[0])
+            {"phase": str(phase), "n": limit, "active": _values(ACTIVE)})[0])
 
-    def past_deadline(self, limit: int) -> list[dict[str, Any]]:
+    def past_deadline(self, limit: int) -> list[Job]:
         # One equality per status: `status IN [...]` made the engine scan every row
         # (30 ms at 5,000 in flight); `status = $s AND deadline_at < ...` is a range
         # scan of the (status, deadline_at) index (0.2 ms).
-        found: list[dict[str, Any]] = []
-        for status in ("pending", "processing"):
-            found += rows(self.db.query(
+        found: list[Job] = []
+        for status in ACTIVE:
+            found += _jobs(self.db.query(
                 "SELECT * FROM video_job WHERE status = $s AND deadline_at < time::now() "
                 "LIMIT $n;", {"s": status, "n": limit - len(found)})[0])
             if len(found) >= limit:
                 break
         return found
 
-    def cancels_owed(self, limit: int) -> list[dict[str, Any]]:
+    def cancels_owed(self, limit: int) -> list[Job]:
         """Failed jobs the provider may still be running (cancelled or timed out)."""
-        return rows(self.db.query(
-            "SELECT * FROM video_job WHERE status = 'failed' AND cancel_requested = true "
-            "AND fal_cancel_url != NONE LIMIT $n;", {"n": limit})[0])
+        return _jobs(self.db.query(
+            "SELECT * FROM video_job WHERE status = $failed AND cancel_requested = true "
+            "AND fal_cancel_url != NONE LIMIT $n;", {"n": limit, "failed": Status.FAILED.value}
+        )[0])
 
-    def claim_cancel_request(self, job_id: str) -> dict[str, Any] | None:
+    def claim_cancel_request(self, job_id: str) -> Job | None:
         """Take an owed provider cancel (compare-and-set), so only one worker sends it."""
-        return self._written(first(self.db.query(
+        return self._written(_job(self.db.query(
             "UPDATE type::record('video_job', $id) SET cancel_requested = false, "
             "updated_at = time::now() WHERE cancel_requested = true RETURN AFTER;",
             {"id": job_id})[0]))

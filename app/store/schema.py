@@ -7,12 +7,13 @@ new release widen a field). Nothing here removes data.
 
 from __future__ import annotations
 
+from app.jobs import EVENTS, STATUSES
 from app.store.connection import Database
 
-JOB_STATUSES = ("pending", "processing", "completed", "failed")
 LEDGER_KINDS = ("charge", "refund", "grant")
 
-_TABLES = """
+# Job statuses and webhook event types come from app/jobs.py (repr: a SurrealQL array).
+_TABLES = f"""
 DEFINE TABLE IF NOT EXISTS user SCHEMAFULL;
 DEFINE FIELD OVERWRITE email ON user TYPE string;
 DEFINE FIELD OVERWRITE password_hash ON user TYPE option<string>;
@@ -33,7 +34,7 @@ DEFINE TABLE IF NOT EXISTS credit_ledger SCHEMAFULL;
 DEFINE FIELD OVERWRITE user_id ON credit_ledger TYPE string;
 DEFINE FIELD OVERWRITE email ON credit_ledger TYPE string;
 DEFINE FIELD OVERWRITE kind ON credit_ledger TYPE string
-    ASSERT $value IN ['charge', 'refund', 'grant'];
+    ASSERT $value IN {list(LEDGER_KINDS)!r};
 DEFINE FIELD OVERWRITE amount ON credit_ledger TYPE int;
 DEFINE FIELD OVERWRITE ref ON credit_ledger TYPE string;
 DEFINE FIELD OVERWRITE job_id ON credit_ledger TYPE option<string>;
@@ -92,7 +93,7 @@ DEFINE FIELD OVERWRITE duration ON video_job TYPE string;
 DEFINE FIELD OVERWRITE variables ON video_job TYPE object FLEXIBLE;
 DEFINE FIELD OVERWRITE credits ON video_job TYPE int;
 DEFINE FIELD OVERWRITE status ON video_job TYPE string
-    ASSERT $value IN ['pending', 'processing', 'completed', 'failed'];
+    ASSERT $value IN {list(STATUSES)!r};
 DEFINE FIELD OVERWRITE phase ON video_job TYPE option<string>;
 DEFINE FIELD OVERWRITE error ON video_job TYPE option<string>;
 DEFINE FIELD OVERWRITE refunded ON video_job TYPE bool DEFAULT false;
@@ -138,7 +139,7 @@ DEFINE TABLE IF NOT EXISTS webhook_delivery SCHEMAFULL;
 DEFINE FIELD OVERWRITE job_id ON webhook_delivery TYPE string;
 DEFINE FIELD OVERWRITE user_id ON webhook_delivery TYPE string;
 DEFINE FIELD OVERWRITE type ON webhook_delivery TYPE string
-    ASSERT $value IN ['video.processing', 'video.completed', 'video.failed'];
+    ASSERT $value IN {['video.' + e for e in EVENTS]!r};
 DEFINE FIELD OVERWRITE url ON webhook_delivery TYPE string;
 DEFINE FIELD OVERWRITE job ON webhook_delivery TYPE object FLEXIBLE;
 DEFINE FIELD OVERWRITE state ON webhook_delivery TYPE string
