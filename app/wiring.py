@@ -172,7 +172,8 @@ def web_services(settings: Settings, secret_key: str, *, store: Store | None = N
 def worker_context(settings: Settings, celery: Celery, *, store: Store | None = None,
                    storage: Storage | None = None) -> WorkerContext:
     """What a worker's tasks need. The broker's Redis also holds the status cache, the
-    check schedule and the submit-message markers (none of them the truth: the store is)."""
+    check schedule and the submit-message markers (none of them the truth: the store is).
+    `workers/` is imported here only, when called: the web side never loads it."""
     from app.storage import build_storage
     from workers.context import STATUS_THREADS, WorkerContext, worker_name
 

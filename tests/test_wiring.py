@@ -4,6 +4,8 @@ same Settings the same way."""
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +95,15 @@ def test_web_and_workers_keep_their_own_redis_timeouts(tmp_path: Path, store: St
         assert (kwargs["socket_connect_timeout"], kwargs["socket_timeout"]) == (
             timeouts.connect, timeouts.read)
     assert (WEB_REDIS.read, WORKER_REDIS.read) == (0.5, 1.0)
+
+
+def test_the_web_app_is_wired_without_importing_the_workers(tmp_path: Path) -> None:
+    """The web side enqueues by task name: building it must not load `workers/`."""
+    code = ("import sys\nfrom app import create_app\nfrom app.config import Settings\n"
+            f"create_app(Settings(secret_key='k', surrealdb_url='mem://', "
+            f"redis_url='memory://', storage_dir={str(tmp_path / 'storage')!r}))\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'workers'))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
