@@ -7,12 +7,19 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from flask import Flask, g, request
 from flask.sessions import SecureCookieSessionInterface
 
 from app.config import Settings
+
+if TYPE_CHECKING:
+    import redis
+    from celery import Celery
+
+    from app.storage import Storage
+    from app.store import Store
 
 __all__ = ["create_app"]
 
@@ -24,9 +31,11 @@ class _SessionInterface(SecureCookieSessionInterface):
         return bool(request.is_secure) if request else False
 
 
-def create_app(settings: Settings | None = None, *, store: Any = None, storage: Any = None,
-               celery: Any = None, redis_client: Any = None) -> Flask:
-    """The Flask app; collaborators may be passed in (one-process mode, tests)."""
+def create_app(settings: Settings | None = None, *, store: Store | None = None,
+               storage: Storage | None = None, celery: Celery | None = None,
+               redis_client: redis.Redis | Literal[False] | None = None) -> Flask:
+    """The Flask app; collaborators may be passed in (one-process mode, tests), and
+    `redis_client=False` means no Redis at all (app/wiring.py builds the rest)."""
     settings = settings or Settings.from_env()
     app = Flask(__name__)
     register_config(app, settings)
@@ -63,50 +72,15 @@ def register_config(app: Flask, settings: Settings) -> None:
     register_security(app, settings)
 
 
-def register_services(app: Flask, settings: Settings, store: Any, storage: Any, celery: Any,
-                      redis_client: Any) -> None:
-    from app.api.base import Services
-    from app.queue import Enqueuer, make_producer
-    from app.ratelimit import LoginThrottle, RateLimiter
-    from app.storage import build_storage
-    from app.store import DatabaseConfig, Store
+def register_services(app: Flask, settings: Settings, store: Store | None,
+                      storage: Storage | None, celery: Celery | None,
+                      redis_client: redis.Redis | Literal[False] | None) -> None:
+    from app.wiring import web_services
 
-    if store is None:
-        store = Store.open(DatabaseConfig(
-            settings.surrealdb_url, settings.surrealdb_namespace, settings.surrealdb_database,
-            settings.surrealdb_user, settings.surrealdb_pass))
-    if storage is None:
-        storage = build_storage(settings.replace(secret_key=app.config["SECRET_KEY"]))
-    if celery is None:
-        celery = make_producer(settings.redis_url)
-    if redis_client is False:  # explicitly none: count in-process (one-process mode)
-        redis_client = None
-    elif redis_client is None and settings.redis_url.startswith(("redis://", "rediss://")):
-        import redis
-
-        redis_client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=0.5,
-                                            socket_timeout=0.5)
-    from app.sessions import SessionVersions
-    from app.status_cache import StatusCache
-    from app.webhook_secrets import SecretBox
-
-    status_cache = store.use_status_cache(StatusCache(redis_client))
-    if redis_client is not None:
-        from app.check_schedule import CheckSchedule, check_gap
-
-        # Webhook writes take finished jobs out of the workers' status-check schedule.
-        store.use_check_schedule(CheckSchedule(redis_client,
-                                               check_gap(settings.status_check_interval)))
-    enqueuer = Enqueuer(celery, redis_client)
-    store.on_new_delivery(enqueuer.deliver)  # failures and cancels end in the API too
-    app.extensions["videojobs"] = Services(
-        settings=settings, store=store, storage=storage, enqueuer=enqueuer,
-        limiter=RateLimiter(settings.rate_limit_per_minute, redis_client),
-        status_cache=status_cache, sessions=SessionVersions(store, redis_client),
-        login_limiter=LoginThrottle(settings.login_limit_per_account,
-                                    settings.login_limit_per_address, redis_client),
-        secret_box=SecretBox(app.config["SECRET_KEY"]))
-    app.extensions["videojobs.storage"] = storage
+    services = web_services(settings, app.config["SECRET_KEY"], store=store,
+                            storage=storage, celery=celery, given_redis=redis_client)
+    app.extensions["videojobs"] = services
+    app.extensions["videojobs.storage"] = services.storage
 
 
 def register_api(app: Flask, settings: Settings) -> None:

@@ -34,7 +34,7 @@ def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """The store to act on: a running `videojobs up`'s (over its admin channel) when it
     holds this embedded store, else the store opened here. Commands use it the same way."""
     from app.admin_channel import connect, socket_path_for
-    from app.store import DatabaseConfig, Store
+    from app.wiring import open_store
 
     s = _settings(args)
     channel = socket_path_for(s.surrealdb_url)
@@ -42,8 +42,7 @@ def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         remote = connect(channel)
         if remote is not None:
             return remote
-    return Store.open(DatabaseConfig(s.surrealdb_url, s.surrealdb_namespace,
-                                     s.surrealdb_database, s.surrealdb_user, s.surrealdb_pass))
+    return open_store(s)
 
 
 def cmd_users_create(args: argparse.Namespace) -> int:

@@ -131,7 +131,7 @@ def run_all_in_one(host: str = "127.0.0.1", port: int | None = None,
     from app import create_app
     from app.sandbox import SandboxProvider
     from app.storage import build_storage
-    from app.store import DatabaseConfig, Store
+    from app.wiring import open_store
     from workers import pipeline
     from workers.celery_app import make_celery
     from workers.context import build_context, set_context
@@ -141,8 +141,7 @@ def run_all_in_one(host: str = "127.0.0.1", port: int | None = None,
     settings = Settings.from_env(data_dir=str(base), embedded=True)
     settings = settings.replace(secret_key=settings.secret_key or _secret_key(base))
     port = port or settings.port
-    store = Store.open(DatabaseConfig(settings.surrealdb_url, settings.surrealdb_namespace,
-                                      settings.surrealdb_database))
+    store = open_store(settings)
     from app.admin_channel import AdminServer, socket_path_for
 
     channel_path = socket_path_for(settings.surrealdb_url)

@@ -16,7 +16,10 @@ import logging
 import threading
 import time
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import redis
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +66,7 @@ def _decode(raw: str | bytes) -> dict[str, Any]:
 class StatusCache:
     """Redis-backed when a client is given (shared by every process), else in-process."""
 
-    def __init__(self, redis_client: Any | None = None, ttl: int = 10) -> None:
+    def __init__(self, redis_client: redis.Redis | None = None, ttl: int = 10) -> None:
         self.redis = redis_client
         self.ttl = ttl
         self._local: dict[str, tuple[float, float, str]] = {}

@@ -7,7 +7,7 @@ import copy
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NoReturn, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 from flask import current_app, g, request
 from flask_smorest import Blueprint as SmorestBlueprint
@@ -16,6 +16,16 @@ from webargs.flaskparser import FlaskParser, is_json_request
 
 from app.api.bodies import MAX_JSON_BYTES, parse_json
 from app.api.errors import ApiError, flatten_messages, validation_error
+
+if TYPE_CHECKING:
+    from app.config import Settings
+    from app.queue import Enqueuer
+    from app.ratelimit import LoginThrottle, RateLimiter
+    from app.sessions import SessionVersions
+    from app.status_cache import StatusCache
+    from app.storage import Storage
+    from app.store import Store
+    from app.webhook_secrets import SecretBox
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -84,17 +94,17 @@ class Blueprint(SmorestBlueprint):
 
 @dataclass(frozen=True)
 class Services:
-    """What views need, wired once by create_app."""
+    """What views need, wired once by create_app (app/wiring.py)."""
 
-    settings: Any
-    store: Any
-    storage: Any
-    enqueuer: Any
-    limiter: Any
-    status_cache: Any = None
-    sessions: Any = None  # app.sessions.SessionVersions
-    login_limiter: Any = None  # app.ratelimit.LoginThrottle
-    secret_box: Any = None
+    settings: Settings
+    store: Store
+    storage: Storage
+    enqueuer: Enqueuer
+    limiter: RateLimiter
+    status_cache: StatusCache
+    sessions: SessionVersions
+    login_limiter: LoginThrottle
+    secret_box: SecretBox
 
 
 def services() -> Services:
