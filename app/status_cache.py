@@ -16,7 +16,9 @@ import logging
 import threading
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
+
+from app.jobs import Job
 
 if TYPE_CHECKING:
     import redis
@@ -40,12 +42,12 @@ return 1
 """
 
 
-def _version(row: dict[str, Any]) -> float:
+def _version(row: Job) -> float:
     stamp = row.get("updated_at")
     return stamp.timestamp() if isinstance(stamp, datetime) else 0.0
 
 
-def _encode(row: dict[str, Any]) -> str:
+def _encode(row: Job) -> str:
     data = {k: row.get(k) for k in FIELDS}
     for k in _DATES:
         value = data[k]
@@ -55,12 +57,12 @@ def _encode(row: dict[str, Any]) -> str:
     return json.dumps(data, separators=(",", ":"))
 
 
-def _decode(raw: str | bytes) -> dict[str, Any]:
+def _decode(raw: str | bytes) -> Job:
     data = json.loads(raw)
     for k in _DATES:
         if data.get(k):
             data[k] = datetime.fromisoformat(data[k])
-    return {k: v for k, v in data.items() if v is not None}
+    return cast(Job, {k: v for k, v in data.items() if v is not None})
 
 
 class StatusCache:
@@ -86,7 +88,7 @@ class StatusCache:
     def _key(self, job_id: str) -> str:
         return f"videojobs:status:{job_id}"
 
-    def put(self, row: dict[str, Any] | None) -> None:
+    def put(self, row: Job | None) -> None:
         """Remember a job's state unless a newer one is already remembered."""
         if not row or "id" not in row or "updated_at" not in row:
             return
@@ -107,7 +109,7 @@ class StatusCache:
                 now = time.monotonic()
                 self._local = {k: v for k, v in self._local.items() if v[0] > now}
 
-    def get(self, job_id: str) -> dict[str, Any] | None:
+    def get(self, job_id: str) -> Job | None:
         if self.redis is not None:
             if not self._redis_usable():
                 return None
