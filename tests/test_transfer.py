@@ -22,6 +22,7 @@ from urllib.parse import quote, unquote
 import pytest
 import requests
 
+from app.external import ExternalError
 from app.storage import (
     LocalStorage,
     S3Storage,
@@ -789,3 +790,30 @@ def test_connection_refused_is_retryable(storage: Storage) -> None:
     with pytest.raises(RetryableTransferError, match="Could not connect"):
         fetch(f"http://127.0.0.1:{port}/v.mp4", storage)
     assert_nothing_stored(storage)
+
+
+# --- one error shape: message and retryable -------------------------------------------------
+
+
+@pytest.mark.parametrize("route, limits, kind, retryable", [
+    ("/status/503", {}, RetryableTransferError, True),
+    ("/status/429", {}, RetryableTransferError, True),
+    ("/cut/100000/1000/clip.mp4", {}, RetryableTransferError, True),
+    ("/slow-headers/clip.mp4", {"read_timeout": 0.5}, RetryableTransferError, True),
+    ("/status/404", {}, PermanentTransferError, False),
+    ("/empty/clip.mp4", {}, PermanentTransferError, False),
+    ("/typed/text%2Fhtml/clip.mp4", {}, BadContentType, False),
+    ("/sized/2000/clip.mp4", {"max_bytes": 1000}, TooLarge, False),
+    ("/loop/a", {}, TooManyRedirects, False),
+    ("/video/clip.mp4?sig=secret", {"allow_private": False}, UnsafeURL, False),
+])
+def test_every_failure_is_an_external_error_with_message_and_retryable(
+        server: VideoServer, tmp_path: Path, route: str, limits: dict[str, Any],
+        kind: type[TransferError], retryable: bool) -> None:
+    storage = LocalStorage(tmp_path / "storage", "k")
+    with pytest.raises(ExternalError) as info:
+        fetch(server.url(route), storage, **limits)
+    error = info.value
+    assert type(error) is kind and isinstance(error, TransferError)
+    assert error.retryable is retryable
+    assert error.message and error.message == str(error) and "secret" not in error.message

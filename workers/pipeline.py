@@ -148,7 +148,7 @@ def submit_job(ctx: WorkerContext, job_id: str) -> None:
         submission = ctx.fal.submit(claimed["model"], payload, webhook_url(ctx, job_id))
     except FalRetryable as exc:
         if int(claimed.get("attempts") or 0) >= MAX_SUBMIT_ATTEMPTS:
-            fail_job(store, job_id, f"Provider unavailable: {exc}")
+            fail_job(store, job_id, f"Provider unavailable: {exc.message}")
             return
         delay = max(_backoff(int(claimed.get("attempts") or 1)),
                     float(getattr(exc, "retry_after", None) or 0))
@@ -162,7 +162,7 @@ def submit_job(ctx: WorkerContext, job_id: str) -> None:
         submission_outcome_unknown(ctx, claimed)
         return
     except FalPermanent as exc:
-        fail_job(store, job_id, getattr(exc, "reason", None) or str(exc))
+        fail_job(store, job_id, exc.message)
         return
     saved = store.jobs.update_if(job_id, (jobs.PENDING,), {
         "status": jobs.PROCESSING, "phase": "in_queue", "provider_status": "IN_QUEUE",
@@ -237,8 +237,7 @@ def check_status(ctx: WorkerContext, job: dict[str, Any]) -> None:
         log.info("status check failed, will retry: %s", exc, extra={"job_id": job_id})
         return
     except FalPermanent as exc:
-        _still_tracked(ctx, job_id, fail_job(ctx.store, job_id,
-                                             getattr(exc, "reason", None) or str(exc)))
+        _still_tracked(ctx, job_id, fail_job(ctx.store, job_id, exc.message))
         return
     if status.status == "COMPLETED":
         if status.failed:
@@ -479,10 +478,10 @@ def finalize_job(ctx: WorkerContext, job_id: str) -> None:
         try:
             url = ctx.fal.result(claimed["fal_response_url"]).url
         except FalRetryable as exc:
-            _retry_finalize(ctx, claimed, f"result not available: {exc}")
+            _retry_finalize(ctx, claimed, f"result not available: {exc.message}")
             return
         except FalPermanent as exc:
-            fail_job(store, job_id, getattr(exc, "reason", None) or str(exc))
+            fail_job(store, job_id, exc.message)
             return
     log.info("[VIDEO JOB %s] Completed, downloading from %s", job_id, strip_query(url),
              extra={"job_id": job_id})
@@ -493,10 +492,10 @@ def finalize_job(ctx: WorkerContext, job_id: str) -> None:
         with _lease_renewed(ctx, job_id):
             stored = download_to_storage(url, ctx.storage, key, limits)
     except RetryableTransferError as exc:
-        _retry_finalize(ctx, claimed, str(exc))
+        _retry_finalize(ctx, claimed, exc.message)
         return
     except PermanentTransferError as exc:
-        fail_job(store, job_id, str(exc))
+        fail_job(store, job_id, exc.message)
         return
     template = store.templates.get(claimed["template_id"]) or {}
     store.library.add(key=key, user_id=claimed["user_id"], kind="video",
