@@ -31,7 +31,6 @@ from __future__ import annotations
 import http.cookiejar
 import json
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 
+from app.backoff import exponential, full_jitter
 from app.external import ExternalError
 from app.httpheaders import retry_after_seconds
 from app.logs import strip_query
@@ -365,7 +365,7 @@ class FalClient:
 
     def backoff(self, attempt: int) -> float:
         """Full-jitter exponential backoff before retry number `attempt` (1-based)."""
-        return random.uniform(0.0, min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1)))
+        return full_jitter(exponential(attempt - 1, base=self.backoff_base, cap=self.backoff_cap))
 
     # -- submit
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import random
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app import jobs
+from app.backoff import at_least, exponential, half_jitter, spread
 from app.check_schedule import Due, is_tracked
 from app.check_schedule import check_gap as schedule_gap
 from app.fal import (
@@ -87,7 +87,7 @@ SUBMISSION_UNKNOWN = "Submission outcome unknown"
 
 
 def _backoff(attempt: int, cap: float = 60.0) -> float:
-    return min(cap, 2.0 ** attempt) * (0.5 + random.random() / 2)
+    return half_jitter(exponential(attempt, base=1.0, cap=cap))
 
 
 def check_gap(settings: Any) -> float:
@@ -150,8 +150,7 @@ def submit_job(ctx: WorkerContext, job_id: str) -> None:
         if int(claimed.get("attempts") or 0) >= MAX_SUBMIT_ATTEMPTS:
             fail_job(store, job_id, f"Provider unavailable: {exc.message}")
             return
-        delay = max(_backoff(int(claimed.get("attempts") or 1)),
-                    float(getattr(exc, "retry_after", None) or 0))
+        delay = at_least(_backoff(int(claimed.get("attempts") or 1)), exc.retry_after)
         store.jobs.update_if(job_id, (jobs.PENDING,), {
             "phase": "queued", "lease_owner": NONE, "lease_until": NONE,
             "next_check_at": now_plus(delay)}, phases=("submitting",), owner=ctx.owner)
@@ -400,8 +399,9 @@ def _resend_submits(ctx: WorkerContext, report: SweepReport) -> None:
         if job["id"] in waiting:
             continue
         resends = int(job.get("resends") or 0)
-        delay = min(RESEND_BACKOFF_CAP_SECONDS, RESEND_PENDING_SECONDS * 2.0 ** (resends + 1))
-        if store.jobs.claim_resend(job["id"], delay * (0.8 + random.random() * 0.4)):
+        delay = exponential(resends + 1, base=RESEND_PENDING_SECONDS,
+                            cap=RESEND_BACKOFF_CAP_SECONDS)
+        if store.jobs.claim_resend(job["id"], spread(delay, 0.2)):
             ctx.enqueuer.submit(job["id"])
             report.resent += 1
 
