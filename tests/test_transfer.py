@@ -219,6 +219,10 @@ class _Handler(BaseHTTPRequestHandler):
     def route_status(self, code: str, *_: str) -> None:
         self.reply(int(code), b"<html>nope</html>", "text/html", **{"Retry-After": "7"})
 
+    def route_bare(self, code: str, *_: str) -> None:
+        """A failing status without Retry-After."""
+        self.reply(int(code), b"<html>nope</html>", "text/html")
+
     def route_redirect(self, code: str, target: str) -> None:
         self.reply(int(code), b"", "text/plain", Location=unquote(target))
 
@@ -792,7 +796,7 @@ def test_connection_refused_is_retryable(storage: Storage) -> None:
     assert_nothing_stored(storage)
 
 
-# --- one error shape: message and retryable -------------------------------------------------
+# --- one error shape; a retried copy waits for the host's Retry-After ------------------------
 
 
 @pytest.mark.parametrize("route, limits, kind, retryable", [
@@ -817,3 +821,37 @@ def test_every_failure_is_an_external_error_with_message_and_retryable(
     assert type(error) is kind and isinstance(error, TransferError)
     assert error.retryable is retryable
     assert error.message and error.message == str(error) and "secret" not in error.message
+
+
+@pytest.mark.parametrize("route, lowest, highest", [
+    ("/status/503", 7, 9),  # the host's Retry-After: 7
+    ("/bare/503", 1, 2.5),  # the pipeline's own backoff after a first attempt: 1-2 s
+])
+def test_a_failed_copy_is_retried_no_sooner_than_the_hosts_retry_after(
+        server: VideoServer, store: Any, tmp_path: Path, redis_url: str, route: str,
+        lowest: float, highest: float) -> None:
+    """The finalize step gives its lease back for as long as the host asked (the sweeper
+    re-sends the finalize once it expires), the same rule as for fal's submit answers."""
+    from app.config import Settings
+    from tests.test_store import new_job
+    from workers import pipeline
+    from workers.celery_app import make_celery
+    from workers.context import build_context
+
+    settings = Settings(secret_key="k", surrealdb_url="mem://", redis_url=redis_url,
+                        storage_dir=str(tmp_path / "storage"), embedded=True,
+                        allow_private_downloads=True)
+    ctx = build_context(settings, make_celery(settings), store=store,
+                        storage=LocalStorage(tmp_path / "storage", "k"))
+    user = store.users.create("retry-after@example.com", None, credits=300)
+    job = new_job(user)
+    store.jobs.create_with_charge(job)
+    store.jobs.update_if(job.job_id, ("pending",), {
+        "status": "processing", "phase": "finalizing", "video_url": server.url(route)})
+    started = time.time()
+    pipeline.finalize_job(ctx, job.job_id)
+    after = store.jobs.get(job.job_id)
+    assert server.paths() == [route]
+    assert after is not None and after["status"] == "processing"
+    assert after["phase"] == "finalizing" and after.get("lease_owner") is None
+    assert lowest - 0.5 <= after["lease_until"].timestamp() - started <= highest

@@ -478,7 +478,8 @@ def finalize_job(ctx: WorkerContext, job_id: str) -> None:
         try:
             url = ctx.fal.result(claimed["fal_response_url"]).url
         except FalRetryable as exc:
-            _retry_finalize(ctx, claimed, f"result not available: {exc.message}")
+            _retry_finalize(ctx, claimed, f"result not available: {exc.message}",
+                            exc.retry_after)
             return
         except FalPermanent as exc:
             fail_job(store, job_id, exc.message)
@@ -492,7 +493,7 @@ def finalize_job(ctx: WorkerContext, job_id: str) -> None:
         with _lease_renewed(ctx, job_id):
             stored = download_to_storage(url, ctx.storage, key, limits)
     except RetryableTransferError as exc:
-        _retry_finalize(ctx, claimed, exc.message)
+        _retry_finalize(ctx, claimed, exc.message, exc.retry_after)
         return
     except PermanentTransferError as exc:
         fail_job(store, job_id, exc.message)
@@ -571,13 +572,15 @@ def _lease_renewed(ctx: WorkerContext, job_id: str) -> Iterator[None]:
         beat.join(timeout=5)
 
 
-def _retry_finalize(ctx: WorkerContext, job: dict[str, Any], why: str) -> None:
+def _retry_finalize(ctx: WorkerContext, job: dict[str, Any], why: str,
+                    retry_after: float | None = None) -> None:
     attempts = int(job.get("transfer_attempts") or 1)
     if attempts >= MAX_TRANSFER_ATTEMPTS:
         fail_job(ctx.store, job["id"], f"Could not copy the video: {why}")
         return
-    delay = _backoff(attempts, cap=30)
-    # Give the lease back with a short expiry: the sweeper re-sends finalize after it.
+    delay = at_least(_backoff(attempts, cap=30), retry_after)
+    # Give the lease back with a short expiry (at least the host's Retry-After): the sweeper
+    # re-sends finalize after it.
     ctx.store.jobs.update_if(job["id"], (jobs.PROCESSING,), {
         "lease_owner": NONE, "lease_until": now_plus(delay)},
         phases=("finalizing",), owner=ctx.owner)
