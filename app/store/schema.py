@@ -9,9 +9,6 @@ from __future__ import annotations
 
 from app.store.connection import Database
 
-JOB_STATUSES = ("pending", "processing", "completed", "failed")
-LEDGER_KINDS = ("charge", "refund", "grant")
-
 _TABLES = """
 DEFINE TABLE IF NOT EXISTS user SCHEMAFULL;
 DEFINE FIELD OVERWRITE email ON user TYPE string;
