@@ -8,46 +8,24 @@ from __future__ import annotations
 
 import pytest
 
+from app import fal, fal_webhooks, storage
 from app.external import ExternalError
-from app.fal import FalError, FalNotFound, FalOutcomeUnknown, FalPermanent, FalRetryable
-from app.fal_webhooks import JwksUnavailable, WebhookError, WebhookRejected
-from app.storage import (
-    InvalidKey,
-    ObjectNotFound,
-    ObjectTooLarge,
-    StorageError,
-    StorageUnavailable,
-)
-from app.store.errors import (
-    AlreadyExists,
-    ConflictRetryable,
-    ConstraintViolation,
-    StoreError,
-    StoreLocked,
-    StoreUnavailable,
-    Thrown,
-    UnencodableParameters,
-)
-from workers.transfer import (
-    BadContentType,
-    PermanentTransferError,
-    RetryableTransferError,
-    TooLarge,
-    TooManyRedirects,
-    TransferError,
-    UnsafeURL,
-)
+from app.store import errors as store
+from workers import transfer
 
-RETRYABLE = {FalRetryable, RetryableTransferError, StorageUnavailable, StoreUnavailable,
-             ConflictRetryable, JwksUnavailable}
-TREE = {
-    FalError: {FalRetryable, FalPermanent, FalNotFound, FalOutcomeUnknown},
-    TransferError: {RetryableTransferError, PermanentTransferError, UnsafeURL, TooLarge,
-                    BadContentType, TooManyRedirects},
-    StorageError: {InvalidKey, ObjectNotFound, ObjectTooLarge, StorageUnavailable},
-    StoreError: {StoreUnavailable, UnencodableParameters, StoreLocked, ConflictRetryable,
-                 AlreadyExists, ConstraintViolation, Thrown},
-    WebhookError: {WebhookRejected, JwksUnavailable},
+RETRYABLE = {fal.FalRetryable, transfer.RetryableTransferError, storage.StorageUnavailable,
+             store.StoreUnavailable, store.ConflictRetryable, fal_webhooks.JwksUnavailable}
+TREE: dict[type[ExternalError], set[type[ExternalError]]] = {
+    fal.FalError: {fal.FalRetryable, fal.FalPermanent, fal.FalNotFound, fal.FalOutcomeUnknown},
+    transfer.TransferError: {
+        transfer.RetryableTransferError, transfer.PermanentTransferError, transfer.UnsafeURL,
+        transfer.TooLarge, transfer.BadContentType, transfer.TooManyRedirects},
+    storage.StorageError: {storage.InvalidKey, storage.ObjectNotFound, storage.ObjectTooLarge,
+                           storage.StorageUnavailable},
+    store.StoreError: {store.StoreUnavailable, store.UnencodableParameters, store.StoreLocked,
+                       store.ConflictRetryable, store.AlreadyExists, store.ConstraintViolation,
+                       store.Thrown},
+    fal_webhooks.WebhookError: {fal_webhooks.WebhookRejected, fal_webhooks.JwksUnavailable},
 }
 EVERY = sorted({cls for base, subs in TREE.items() for cls in {base, *subs}},
                key=lambda cls: cls.__name__)
@@ -67,16 +45,17 @@ def test_each_system_has_one_base() -> None:
 
 
 def test_the_existing_relationships_stay() -> None:
-    assert issubclass(FalNotFound, FalPermanent)
-    assert issubclass(UnsafeURL, PermanentTransferError)
-    assert issubclass(InvalidKey, ValueError) and issubclass(ObjectNotFound, KeyError)
+    assert issubclass(fal.FalNotFound, fal.FalPermanent)
+    assert issubclass(transfer.UnsafeURL, transfer.PermanentTransferError)
+    assert issubclass(storage.InvalidKey, ValueError)
+    assert issubclass(storage.ObjectNotFound, KeyError)
 
 
 @pytest.mark.parametrize("error", [
-    FalRetryable("Provider busy or failing (503)", status_code=503, retry_after=2.0),
-    RetryableTransferError("Video host answered 503", 503, 7.0),
-    TooLarge(1024 * 1024),
-    Thrown("NOT_IN_STATE"),
+    fal.FalRetryable("Provider busy or failing (503)", status_code=503, retry_after=2.0),
+    transfer.RetryableTransferError("Video host answered 503", 503, 7.0),
+    transfer.TooLarge(1024 * 1024),
+    store.Thrown("NOT_IN_STATE"),
 ], ids=lambda error: type(error).__name__)
 def test_message_is_the_readable_text(error: ExternalError) -> None:
     assert error.message == str(error) == error.args[0]
