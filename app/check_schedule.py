@@ -138,7 +138,6 @@ class CheckSchedule:
         self._local: dict[str, tuple[float, str]] = {}
         self._local_built = False
         self._last_reconcile = 0.0
-        self.last_rebuild_seconds: float | None = None
 
     # ---- following the record ----------------------------------------------------------
 
@@ -290,7 +289,6 @@ class CheckSchedule:
                 pipe.set(MARKER_KEY, repr(time.time()))
                 pipe.execute()
             seconds = time.monotonic() - started
-            self.last_rebuild_seconds = seconds
             log.info("check schedule rebuilt from the store: %d jobs in flight in %.3f s",
                      len(wanted), seconds)
             return seconds

@@ -207,12 +207,3 @@ class Settings:
             raise SettingsError("SECRET_KEY is required (set it in the environment or .env)")
         if self.s3_bucket is None and self.s3_endpoint_url is not None:
             raise SettingsError("S3_ENDPOINT_URL is set but S3_BUCKET is not")
-
-    @property
-    def uses_sandbox_provider(self) -> bool:
-        """No FAL_KEY: the local sandbox provider stands in for fal."""
-        return self.fal_key is None
-
-    @property
-    def uses_s3(self) -> bool:
-        return self.s3_bucket is not None

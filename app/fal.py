@@ -2,7 +2,7 @@
 
 Exceptions::
 
-    FalError                  anything this client could not do (.reason, .status_code)
+    FalError                  anything this client could not do (.message, .status_code)
     ├── FalRetryable          not done now, worth trying later (.retry_after seconds or None):
     │                         408/409/429/5xx answered, connection failed, status timeouts
     ├── FalPermanent          fal refused for good (.error_type): 401 bad key, 403 out of
@@ -11,7 +11,8 @@ Exceptions::
     └── FalOutcomeUnknown     submit only: the request may have reached fal (read timeout,
                               connection broken after sending, a gateway's 504); never resubmit
 
-`.reason` is short and readable, fit for a job's `error` field; no key, no query string.
+`.message` is short and readable, fit for a job's `error` field; no key, no query string.
+`.retryable` is True for FalRetryable only (every error is an `app.external.ExternalError`).
 
 Decisions where fal leaves room:
 - submit retries inside the call only when fal cannot have accepted the request: the
@@ -30,7 +31,6 @@ from __future__ import annotations
 import http.cookiejar
 import json
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +41,8 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 
+from app.backoff import exponential, full_jitter
+from app.external import ExternalError
 from app.httpheaders import retry_after_seconds
 from app.logs import strip_query
 
@@ -72,30 +74,31 @@ _UNSENDABLE = (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema
 
 # ---- errors ------------------------------------------------------------------------------
 
-class FalError(Exception):
-    """fal could not do what was asked; `reason` is short and readable."""
+class FalError(ExternalError):
+    """fal could not do what was asked; `message` is short and readable."""
 
-    def __init__(self, reason: str, *, status_code: int | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
         self.status_code = status_code
 
 
 class FalRetryable(FalError):
     """Nothing was done; the same call may work later (after `retry_after` seconds if set)."""
 
-    def __init__(self, reason: str, *, status_code: int | None = None,
+    retryable = True
+
+    def __init__(self, message: str, *, status_code: int | None = None,
                  retry_after: float | None = None) -> None:
-        super().__init__(reason, status_code=status_code)
+        super().__init__(message, status_code=status_code)
         self.retry_after = retry_after
 
 
 class FalPermanent(FalError):
     """fal refused, or the request failed there: repeating the call will not help."""
 
-    def __init__(self, reason: str, *, status_code: int | None = None,
+    def __init__(self, message: str, *, status_code: int | None = None,
                  error_type: str | None = None) -> None:
-        super().__init__(reason, status_code=status_code)
+        super().__init__(message, status_code=status_code)
         self.error_type = error_type
 
 
@@ -362,7 +365,7 @@ class FalClient:
 
     def backoff(self, attempt: int) -> float:
         """Full-jitter exponential backoff before retry number `attempt` (1-based)."""
-        return random.uniform(0.0, min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1)))
+        return full_jitter(exponential(attempt - 1, base=self.backoff_base, cap=self.backoff_cap))
 
     # -- submit
 
@@ -399,7 +402,7 @@ class FalClient:
                                             status_code=504)
                 if code not in _SUBMIT_RETRY_CODES:
                     refusal = _refusal(response, what="submit")
-                    log.warning("fal refused a submit for %s: %s", model, refusal.reason)
+                    log.warning("fal refused a submit for %s: %s", model, refusal.message)
                     raise refusal
                 failure = FalRetryable(f"Provider busy or failing ({code})", status_code=code,
                                        retry_after=_retry_after(response))
@@ -411,9 +414,9 @@ class FalClient:
             elif wait > self.backoff_cap:
                 break  # not worth holding a worker: the caller reschedules after retry_after
             log.info("fal submit for %s failed (%s), attempt %d of %d, retrying in %.2fs",
-                     model, failure.reason, attempt, self.max_attempts, wait)
+                     model, failure.message, attempt, self.max_attempts, wait)
             self._sleep(wait)
-        log.warning("fal submit for %s gave up: %s", model, failure.reason)
+        log.warning("fal submit for %s gave up: %s", model, failure.message)
         raise failure
 
     @staticmethod

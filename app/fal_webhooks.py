@@ -2,10 +2,11 @@
 
 Exceptions::
 
-    WebhookError            a webhook could not be accepted (.reason)
+    WebhookError            a webhook could not be accepted (.message; an ExternalError)
     ├── WebhookRejected     not a genuine, fresh fal webhook: answer 401, change nothing
     └── JwksUnavailable     fal's keys could not be fetched, so nothing can be checked:
-                            answer 503 (fal retries delivery for about two hours)
+                            answer 503 (fal retries delivery for about two hours);
+                            .retryable is True
 
 Signed message (UTF-8): "{request_id}\\n{user_id}\\n{timestamp}\\n{sha256_hex(raw_body)}";
 `X-Fal-Webhook-Signature` is its hex ED25519 signature by one of the JWKS keys.
@@ -29,6 +30,7 @@ import requests
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from app.external import ExternalError
 from app.fal import VideoResult, describe_failure, error_from_body, parse_video
 
 log = logging.getLogger(__name__)
@@ -48,12 +50,8 @@ class HeaderItems(Protocol):
     def items(self) -> Iterable[tuple[str, str]]: ...
 
 
-class WebhookError(Exception):
-    """A webhook could not be accepted; `reason` says why (safe to log)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+class WebhookError(ExternalError):
+    """A webhook could not be accepted; `message` says why (safe to log)."""
 
 
 class WebhookRejected(WebhookError):
@@ -62,6 +60,8 @@ class WebhookRejected(WebhookError):
 
 class JwksUnavailable(WebhookError):
     """No public keys could be obtained, so the signature could not be checked at all."""
+
+    retryable = True
 
 
 def _decode_jwks(document: Any) -> list[Ed25519PublicKey]:

@@ -11,8 +11,9 @@ SNI and certificate verification, because only the socket's destination is pinne
 
 Exceptions::
 
-    TransferError                   the URL could not be used (``str(exc)`` is a sentence)
-    ├── RetryableTransferError      worth another attempt (DNS temporarily failing, ...)
+    TransferError                   the URL could not be used (``.message`` is a sentence)
+    ├── RetryableTransferError      worth another attempt (DNS temporarily failing, ...);
+    │                               ``.retryable`` is True, ``.retry_after`` from the host
     └── PermanentTransferError      retrying will not help
         └── UnsafeURL               not http(s), credentials in the URL, or a host that
                                     resolves to a non-public address
@@ -33,6 +34,8 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.util import connection as urllib3_connection
 
+from app.external import ExternalError
+
 ALLOWED_SCHEMES = frozenset({"http", "https"})
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -45,17 +48,18 @@ _NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:
 # --- errors ---------------------------------------------------------------------------------
 
 
-class TransferError(Exception):
+class TransferError(ExternalError):
     """The video could not be fetched; the message is fit for a job's error field."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
-        self.message = message
         self.status = status
 
 
 class RetryableTransferError(TransferError):
     """A transient failure: fetching the same URL again may well work."""
+
+    retryable = True
 
     def __init__(self, message: str, status: int | None = None,
                  retry_after: float | None = None) -> None:

@@ -42,7 +42,7 @@ def url_problem(url: Any, allow_private: bool,
     try:
         check_url_with(url, AddressGuard(allow_private, resolver, subject="Webhook"))
     except TransferError as exc:
-        return f"{exc}."
+        return f"{exc.message}."
     return None
 
 

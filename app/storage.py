@@ -2,11 +2,12 @@
 
 Exceptions::
 
-    StorageError            anything storage could not do
+    StorageError            anything storage could not do (.message; an ExternalError)
     ├── InvalidKey          (also ValueError) a key outside the allowed shape
     ├── ObjectNotFound      (also KeyError) open_read of a missing key
     ├── ObjectTooLarge      more than max_bytes arrived; nothing was kept
-    └── StorageUnavailable  the backend cannot be reached (retry later; /readyz)
+    └── StorageUnavailable  the backend cannot be reached (retry later; /readyz);
+                            the one with .retryable True
 
 Errors raised by the *source* stream (a cut download) propagate unchanged, after cleanup.
 """
@@ -28,6 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 from urllib.parse import quote
 
+from app.external import ExternalError
+
 if TYPE_CHECKING:
     from app.config import Settings
 
@@ -44,7 +47,7 @@ _OWNED_RE = re.compile(rf"users/({_NAME})/library/({_NAME})")
 _MAX_KEY_CHARS = 1024
 
 
-class StorageError(Exception):
+class StorageError(ExternalError):
     """Storage could not do what was asked."""
 
 
@@ -66,6 +69,8 @@ class ObjectTooLarge(StorageError):
 
 class StorageUnavailable(StorageError):
     """The backend cannot be reached right now; retrying later may work."""
+
+    retryable = True
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,14 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
+from app.external import ExternalError
 from app.fal import (
     ALREADY_COMPLETED,
     CANCELLATION_REQUESTED,
@@ -177,7 +178,7 @@ def test_connection_refused_is_retried_with_capped_backoff_then_retryable(
     for attempt, slept in enumerate(sleeps, start=1):
         assert 0.0 <= slept <= min(3.0, 1.0 * 2 ** (attempt - 1))
     assert caught.value.retry_after is None
-    assert "connection failed" in caught.value.reason
+    assert "connection failed" in caught.value.message
     assert "jobId" not in str(caught.value) and "127.0.0.1" not in str(caught.value)
     ours = [r.getMessage() for r in caplog.records if r.name == "app.fal"]
     assert len(ours) == 5  # four "retrying in", one "gave up"
@@ -188,7 +189,7 @@ def test_submit_403_is_permanent_and_says_balance(fal: SandboxProvider) -> None:
     sleeps = Sleeps()
     with pytest.raises(FalPermanent) as caught:
         client(fal, sleep=sleeps).submit(KLING, model_input("[sandbox:submit_403]"))
-    assert caught.value.status_code == 403 and "balance" in caught.value.reason.lower()
+    assert caught.value.status_code == 403 and "balance" in caught.value.message.lower()
     assert sleeps == [] and len(fal.submits()) == 1 and not fal.submits()[0]["accepted"]
 
 
@@ -197,8 +198,8 @@ def test_submit_422_has_a_readable_detail(fal: SandboxProvider) -> None:
     with pytest.raises(FalPermanent) as caught:
         c.submit(KLING, {"prompt": "x", "duration": 5})
     assert caught.value.status_code == 422
-    assert caught.value.reason == ("Invalid input for the provider: image_url: Field required; "
-                                   "duration: Input should be '5' or '10'")
+    assert caught.value.message == ("Invalid input for the provider: image_url: Field required; "
+                                    "duration: Input should be '5' or '10'")
     assert len(fal.submits()) == 1
 
 
@@ -207,7 +208,7 @@ def test_wrong_key_is_permanent_401(fal: SandboxProvider) -> None:
     bad = client(fal, key="not-the-key")
     with pytest.raises(FalPermanent) as caught:
         bad.submit(KLING, model_input())
-    assert caught.value.status_code == 401 and "key" in caught.value.reason
+    assert caught.value.status_code == 401 and "key" in caught.value.message
     with pytest.raises(FalPermanent) as caught:
         bad.status(good.status_url)
     assert caught.value.status_code == 401 and not isinstance(caught.value, FalNotFound)
@@ -252,7 +253,7 @@ def test_slow_status_is_retryable_without_waiting_twice(fal: SandboxProvider) ->
     with pytest.raises(FalRetryable) as caught:
         c.status(sub.status_url)
     assert time.monotonic() - started < 0.6
-    assert "read timeout" in caught.value.reason
+    assert "read timeout" in caught.value.message
     time.sleep(0.7)
     assert fal.status_call_count(sub.request_id) == 1  # a timeout is not repeated in-call
 
@@ -267,7 +268,7 @@ def test_model_error_fails_with_a_readable_reason(fal: SandboxProvider) -> None:
     assert failure_reason(done) == expected
     with pytest.raises(FalPermanent) as caught:
         c.result(sub.response_url)
-    assert caught.value.reason == expected
+    assert caught.value.message == expected
     assert caught.value.status_code == 422
     assert caught.value.error_type == "content_policy_violation"
 
@@ -278,7 +279,7 @@ def test_result_504_request_timeout_is_provider_timed_out(fal: SandboxProvider) 
     assert not until_done(c, sub.status_url)[-1].failed  # status looks clean
     with pytest.raises(FalPermanent) as caught:
         c.result(sub.response_url)
-    assert caught.value.reason == "Provider timed out"
+    assert caught.value.message == "Provider timed out"
     assert caught.value.status_code == 504 and caught.value.error_type == "request_timeout"
 
 
@@ -293,7 +294,7 @@ def test_runner_error_is_a_permanent_failure(fal: SandboxProvider) -> None:
         c.result(sub.response_url)
     assert not isinstance(caught.value, FalRetryable)
     assert caught.value.status_code == 503
-    assert caught.value.reason == "Provider error (runner_disconnected): Runner disconnected"
+    assert caught.value.message == "Provider error (runner_disconnected): Runner disconnected"
 
 
 def test_result_before_completion_is_retryable_and_unknown_id_not_found(
@@ -411,6 +412,66 @@ def test_transient_status_and_result_answers_are_retryable(fixed: Any) -> None:
         c.result(f"{server.url}/a/b/requests/r")
     with pytest.raises(FalRetryable, match="unexpected status answer"):
         c.status(f"{server.url}/a/b/requests/r/status")
+
+
+def _refused(fal: SandboxProvider) -> None:
+    client(f"http://127.0.0.1:{closed_port()}", max_attempts=1).submit(KLING, model_input())
+
+
+def _busy_beyond_the_cap(fal: SandboxProvider) -> None:
+    fal.queue_scenario("submit_429")
+    client(fal, backoff_cap=0.5).submit(KLING, model_input())
+
+
+def _slow_status(fal: SandboxProvider) -> None:
+    c = client(fal, status_read_timeout=0.2)
+    c.status(c.submit(KLING, model_input("[sandbox:slow_status=0.8]")).status_url)
+
+
+def _out_of_balance(fal: SandboxProvider) -> None:
+    client(fal).submit(KLING, model_input("[sandbox:submit_403]"))
+
+
+def _wrong_key(fal: SandboxProvider) -> None:
+    client(fal, key="not-the-key").submit(KLING, model_input())
+
+
+def _unknown_request(fal: SandboxProvider) -> None:
+    c = client(fal)
+    c.status(c.submit(KLING, model_input("[sandbox:status_404]")).status_url)
+
+
+def _model_error(fal: SandboxProvider) -> None:
+    c = client(fal)
+    sub = c.submit(KLING, model_input("[sandbox:model_error]"))
+    until_done(c, sub.status_url)
+    c.result(sub.response_url)
+
+
+def _disconnected_submit(fal: SandboxProvider) -> None:
+    client(fal).submit(KLING, model_input("[sandbox:submit_disconnect]"))
+
+
+@pytest.mark.parametrize("provoke, kind, retryable", [
+    (_refused, FalRetryable, True),
+    (_busy_beyond_the_cap, FalRetryable, True),
+    (_slow_status, FalRetryable, True),
+    (_out_of_balance, FalPermanent, False),
+    (_wrong_key, FalPermanent, False),
+    (_unknown_request, FalNotFound, False),
+    (_model_error, FalPermanent, False),
+    (_disconnected_submit, FalOutcomeUnknown, False),
+], ids=lambda value: getattr(value, "__name__", str(value)).strip("_"))
+def test_every_failure_is_an_external_error_with_message_and_retryable(
+        fal: SandboxProvider, provoke: Callable[[SandboxProvider], None],
+        kind: type[FalError], retryable: bool) -> None:
+    with pytest.raises(ExternalError) as caught:
+        provoke(fal)
+    error = caught.value
+    assert type(error) is kind and isinstance(error, FalError)
+    assert error.retryable is retryable
+    assert error.message and error.message == str(error) and "\n" not in error.message
+    assert "SECRET" not in error.message and "127.0.0.1" not in error.message
 
 
 def test_exception_tree() -> None:

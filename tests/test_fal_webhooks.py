@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import requests
 
+from app.external import ExternalError
 from app.fal import FalClient
 from app.fal_webhooks import (
     JwksUnavailable,
@@ -254,6 +255,24 @@ def test_unreachable_jwks_is_unavailable_not_rejected(fal: SandboxProvider) -> N
         assert isinstance(caught.value, WebhookError)
         assert not isinstance(caught.value, WebhookRejected)  # answer 503: fal retries
     assert session.gets == 1  # the failed fetch is rate-limited too
+
+
+def test_webhook_errors_carry_a_message_and_say_whether_retrying_may_help(
+        fal: SandboxProvider) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    unreachable = WebhookVerifier(f"http://127.0.0.1:{port}/.well-known/jwks.json")
+    with pytest.raises(ExternalError) as down:
+        unreachable.verify(fal.signed_webhook_headers("r-1", BODY), BODY)
+    verifier, _ = verifier_for(fal)
+    with pytest.raises(ExternalError) as forged:
+        verifier.verify(fal.signed_webhook_headers("r-1", BODY), BODY + b" ")
+    for caught, kind, retryable in ((down, JwksUnavailable, True),
+                                    (forged, WebhookRejected, False)):
+        assert type(caught.value) is kind and isinstance(caught.value, WebhookError)
+        assert caught.value.retryable is retryable
+        assert caught.value.message and caught.value.message == str(caught.value)
 
 
 # ------------------------------------------------------------------ bodies

@@ -18,6 +18,7 @@ from flask import Flask
 from app.api.files import bp as files_bp
 from app.config import Settings
 from app.demo.sample import solid_png as make_png
+from app.external import ExternalError
 from app.storage import (
     EXTENSIONS,
     MULTIPART_BYTES,
@@ -27,6 +28,7 @@ from app.storage import (
     ObjectTooLarge,
     S3Storage,
     Storage,
+    StorageError,
     StorageUnavailable,
     StoredObject,
     build_storage,
@@ -427,6 +429,58 @@ def test_ping_reports_unreachable_backends(tmp_path: Path) -> None:
     blocker.write_bytes(b"")
     with pytest.raises(StorageUnavailable):
         LocalStorage(blocker / "root", "k").ping()
+
+
+def _missing(storage: Storage) -> None:
+    storage.open_read(library_key(USER, "png"))
+
+
+def _too_large(storage: Storage) -> None:
+    storage.put_stream(library_key(USER, "webp"), Source(1001), "image/webp", max_bytes=1000)
+
+
+def _bad_key(storage: Storage) -> None:
+    storage.head("users/../etc/passwd")
+
+
+@pytest.mark.parametrize("provoke, kind, retryable", [
+    (_missing, ObjectNotFound, False),
+    (_too_large, ObjectTooLarge, False),
+    (_bad_key, InvalidKey, False),
+], ids=["missing", "too-large", "bad-key"])
+def test_every_failure_is_an_external_error_with_message_and_retryable(
+        storage: Storage, provoke: Callable[[Storage], None], kind: type[StorageError],
+        retryable: bool) -> None:
+    with pytest.raises(ExternalError) as caught:
+        provoke(storage)
+    error = caught.value
+    assert type(error) is kind and isinstance(error, StorageError)
+    assert error.retryable is retryable
+    assert error.message and error.message in str(error)
+
+
+def test_backend_failures_say_whether_retrying_may_help(storage: Storage,
+                                                        tmp_path: Path) -> None:
+    """A bucket that does not exist is refused for good (S3 answers 404); a backend that
+    cannot be reached (a closed port, a directory that cannot be made) is retryable."""
+    if isinstance(storage, S3Storage):
+        with pytest.raises(StorageError) as refused:
+            S3Storage("vj-never-created", storage.client).put_stream(
+                library_key(USER, "png"), io.BytesIO(b"x"), "image/png")
+        assert type(refused.value) is StorageError and refused.value.retryable is False
+        assert "NoSuchBucket" in refused.value.message
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        down: Storage = S3Storage("vj-nowhere", make_s3_client(s3_settings(closed)))
+    else:
+        blocker = tmp_path / "a-file"
+        blocker.write_bytes(b"")
+        down = LocalStorage(blocker / "root", "k")
+    with pytest.raises(ExternalError) as unavailable:
+        down.ping()
+    assert isinstance(unavailable.value, StorageUnavailable)
+    assert unavailable.value.retryable is True and unavailable.value.message
 
 
 def test_build_storage_picks_the_backend(tmp_path: Path, s3_endpoint: str) -> None:

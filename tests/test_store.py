@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from app.external import ExternalError
 from app.ids import new_id
 from app.store import DatabaseConfig, Store, migrate
-from app.store.errors import AlreadyExists, StoreError, StoreLocked
+from app.store.connection import Database
+from app.store.errors import (
+    AlreadyExists,
+    ConflictRetryable,
+    ConstraintViolation,
+    StoreError,
+    StoreLocked,
+    StoreUnavailable,
+    Thrown,
+)
 from app.store.jobs import NewJob
 
 
@@ -48,6 +59,31 @@ def test_refund_happens_at_most_once(store: Store) -> None:
         store.db.query("CREATE credit_ledger CONTENT {user_id: $u, email: 'r@example.com', "
                        "kind: 'refund', amount: 100, ref: $j, balance_after: 200};",
                        {"u": user["id"], "j": job.job_id})
+
+
+def test_store_errors_carry_a_message_and_say_whether_retrying_may_help(store: Store) -> None:
+    user = store.users.create("e@example.com", None, credits=10)
+    failures: list[tuple[ExternalError, type[StoreError], bool]] = []
+    for sql, kind in (
+            ("THROW 'NOT_IN_STATE';", Thrown),
+            ("UPDATE type::record('user', $id) SET credits = -1;", ConstraintViolation),
+            ("CREATE type::record('user', $id) CONTENT {email: 'x@example.com', credits: 1};",
+             AlreadyExists)):
+        with pytest.raises(ExternalError) as caught:
+            store.db.query(sql, {"id": user["id"]})
+        failures.append((caught.value, kind, False))
+    with socket.socket() as sock:  # a server that is not there
+        sock.bind(("127.0.0.1", 0))
+        closed = f"ws://127.0.0.1:{sock.getsockname()[1]}"
+    with pytest.raises(ExternalError) as caught:
+        Database(DatabaseConfig(closed)).ping()
+    failures.append((caught.value, StoreUnavailable, True))
+    for error, kind, retryable in failures:
+        assert type(error) is kind and isinstance(error, StoreError)
+        assert error.retryable is retryable
+        assert error.message and error.message == str(error)
+    assert failures[0][0].message == "NOT_IN_STATE"
+    assert ConflictRetryable.retryable is True
 
 
 def test_balance_can_never_go_negative(store: Store) -> None:

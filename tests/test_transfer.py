@@ -22,6 +22,7 @@ from urllib.parse import quote, unquote
 import pytest
 import requests
 
+from app.external import ExternalError
 from app.storage import (
     LocalStorage,
     S3Storage,
@@ -217,6 +218,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def route_status(self, code: str, *_: str) -> None:
         self.reply(int(code), b"<html>nope</html>", "text/html", **{"Retry-After": "7"})
+
+    def route_bare(self, code: str, *_: str) -> None:
+        """A failing status without Retry-After."""
+        self.reply(int(code), b"<html>nope</html>", "text/html")
 
     def route_redirect(self, code: str, target: str) -> None:
         self.reply(int(code), b"", "text/plain", Location=unquote(target))
@@ -789,3 +794,64 @@ def test_connection_refused_is_retryable(storage: Storage) -> None:
     with pytest.raises(RetryableTransferError, match="Could not connect"):
         fetch(f"http://127.0.0.1:{port}/v.mp4", storage)
     assert_nothing_stored(storage)
+
+
+# --- one error shape; a retried copy waits for the host's Retry-After ------------------------
+
+
+@pytest.mark.parametrize("route, limits, kind, retryable", [
+    ("/status/503", {}, RetryableTransferError, True),
+    ("/status/429", {}, RetryableTransferError, True),
+    ("/cut/100000/1000/clip.mp4", {}, RetryableTransferError, True),
+    ("/slow-headers/clip.mp4", {"read_timeout": 0.5}, RetryableTransferError, True),
+    ("/status/404", {}, PermanentTransferError, False),
+    ("/empty/clip.mp4", {}, PermanentTransferError, False),
+    ("/typed/text%2Fhtml/clip.mp4", {}, BadContentType, False),
+    ("/sized/2000/clip.mp4", {"max_bytes": 1000}, TooLarge, False),
+    ("/loop/a", {}, TooManyRedirects, False),
+    ("/video/clip.mp4?sig=secret", {"allow_private": False}, UnsafeURL, False),
+])
+def test_every_failure_is_an_external_error_with_message_and_retryable(
+        server: VideoServer, tmp_path: Path, route: str, limits: dict[str, Any],
+        kind: type[TransferError], retryable: bool) -> None:
+    storage = LocalStorage(tmp_path / "storage", "k")
+    with pytest.raises(ExternalError) as info:
+        fetch(server.url(route), storage, **limits)
+    error = info.value
+    assert type(error) is kind and isinstance(error, TransferError)
+    assert error.retryable is retryable
+    assert error.message and error.message == str(error) and "secret" not in error.message
+
+
+@pytest.mark.parametrize("route, lowest, highest", [
+    ("/status/503", 7, 9),  # the host's Retry-After: 7
+    ("/bare/503", 1, 2.5),  # the pipeline's own backoff after a first attempt: 1-2 s
+])
+def test_a_failed_copy_is_retried_no_sooner_than_the_hosts_retry_after(
+        server: VideoServer, store: Any, tmp_path: Path, redis_url: str, route: str,
+        lowest: float, highest: float) -> None:
+    """The finalize step gives its lease back for as long as the host asked (the sweeper
+    re-sends the finalize once it expires), the same rule as for fal's submit answers."""
+    from app.config import Settings
+    from tests.test_store import new_job
+    from workers import pipeline
+    from workers.celery_app import make_celery
+    from workers.context import build_context
+
+    settings = Settings(secret_key="k", surrealdb_url="mem://", redis_url=redis_url,
+                        storage_dir=str(tmp_path / "storage"), embedded=True,
+                        allow_private_downloads=True)
+    ctx = build_context(settings, make_celery(settings), store=store,
+                        storage=LocalStorage(tmp_path / "storage", "k"))
+    user = store.users.create("retry-after@example.com", None, credits=300)
+    job = new_job(user)
+    store.jobs.create_with_charge(job)
+    store.jobs.update_if(job.job_id, ("pending",), {
+        "status": "processing", "phase": "finalizing", "video_url": server.url(route)})
+    started = time.time()
+    pipeline.finalize_job(ctx, job.job_id)
+    after = store.jobs.get(job.job_id)
+    assert server.paths() == [route]
+    assert after is not None and after["status"] == "processing"
+    assert after["phase"] == "finalizing" and after.get("lease_owner") is None
+    assert lowest - 0.5 <= after["lease_until"].timestamp() - started <= highest

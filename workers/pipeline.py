@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import random
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app import fal, jobs, lifecycle
+from app.backoff import at_least, exponential, half_jitter, spread
 from app.check_schedule import Due, is_tracked
 from app.check_schedule import check_gap as schedule_gap
 from app.fal import (
@@ -74,7 +74,7 @@ RESEND_BACKOFF_CAP_SECONDS = 240.0
 
 
 def _backoff(attempt: int, cap: float = 60.0) -> float:
-    return min(cap, 2.0 ** attempt) * (0.5 + random.random() / 2)
+    return half_jitter(exponential(attempt, base=1.0, cap=cap))
 
 
 def check_gap(settings: Any) -> float:
@@ -128,10 +128,9 @@ def submit_job(ctx: WorkerContext, job_id: str) -> None:
         submission = ctx.fal.submit(claimed["model"], payload, webhook_url(ctx, job_id))
     except FalRetryable as exc:
         if int(claimed.get("attempts") or 0) >= MAX_SUBMIT_ATTEMPTS:
-            fail_job(store, job_id, f"Provider unavailable: {exc}")
+            fail_job(store, job_id, f"Provider unavailable: {exc.message}")
             return
-        delay = max(_backoff(int(claimed.get("attempts") or 1)),
-                    float(getattr(exc, "retry_after", None) or 0))
+        delay = at_least(_backoff(int(claimed.get("attempts") or 1)), exc.retry_after)
         lifecycle.retry_submit(store, job_id, ctx.owner, delay)
         log.warning("submit failed, retrying in %.0f s: %s", delay, exc,
                     extra={"job_id": job_id})
@@ -140,7 +139,7 @@ def submit_job(ctx: WorkerContext, job_id: str) -> None:
         submission_outcome_unknown(ctx, claimed)
         return
     except FalPermanent as exc:
-        fail_job(store, job_id, getattr(exc, "reason", None) or str(exc))
+        fail_job(store, job_id, exc.message)
         return
     saved = lifecycle.record_submission(store, job_id, ctx.owner, submission,
                                         check_gap(ctx.settings))
@@ -192,8 +191,7 @@ def check_status(ctx: WorkerContext, job: Job) -> None:
         log.info("status check failed, will retry: %s", exc, extra={"job_id": job_id})
         return
     except FalPermanent as exc:
-        _still_tracked(ctx, job_id, fail_job(ctx.store, job_id,
-                                             getattr(exc, "reason", None) or str(exc)))
+        _still_tracked(ctx, job_id, fail_job(ctx.store, job_id, exc.message))
         return
     if status.status == fal.COMPLETED:
         if status.failed:
@@ -356,8 +354,9 @@ def _resend_submits(ctx: WorkerContext, report: SweepReport) -> None:
         if job["id"] in waiting:
             continue
         resends = int(job.get("resends") or 0)
-        delay = min(RESEND_BACKOFF_CAP_SECONDS, RESEND_PENDING_SECONDS * 2.0 ** (resends + 1))
-        if store.jobs.claim_resend(job["id"], delay * (0.8 + random.random() * 0.4)):
+        delay = exponential(resends + 1, base=RESEND_PENDING_SECONDS,
+                            cap=RESEND_BACKOFF_CAP_SECONDS)
+        if store.jobs.claim_resend(job["id"], spread(delay, 0.2)):
             ctx.enqueuer.submit(job["id"])
             report.resent += 1
 
@@ -430,10 +429,11 @@ def finalize_job(ctx: WorkerContext, job_id: str) -> None:
         try:
             url = ctx.fal.result(claimed.get("fal_response_url") or "").url
         except FalRetryable as exc:
-            _retry_finalize(ctx, claimed, f"result not available: {exc}")
+            _retry_finalize(ctx, claimed, f"result not available: {exc.message}",
+                            exc.retry_after)
             return
         except FalPermanent as exc:
-            fail_job(store, job_id, getattr(exc, "reason", None) or str(exc))
+            fail_job(store, job_id, exc.message)
             return
     log.info("[VIDEO JOB %s] Completed, downloading from %s", job_id, strip_query(url),
              extra={"job_id": job_id})
@@ -444,10 +444,10 @@ def finalize_job(ctx: WorkerContext, job_id: str) -> None:
         with _lease_renewed(ctx, job_id):
             stored = download_to_storage(url, ctx.storage, key, limits)
     except RetryableTransferError as exc:
-        _retry_finalize(ctx, claimed, str(exc))
+        _retry_finalize(ctx, claimed, exc.message, exc.retry_after)
         return
     except PermanentTransferError as exc:
-        fail_job(store, job_id, str(exc))
+        fail_job(store, job_id, exc.message)
         return
     template = store.templates.get(claimed["template_id"]) or {}
     store.library.add(key=key, user_id=claimed["user_id"], kind="video",
@@ -515,12 +515,14 @@ def _lease_renewed(ctx: WorkerContext, job_id: str) -> Iterator[None]:
         beat.join(timeout=5)
 
 
-def _retry_finalize(ctx: WorkerContext, job: Job, why: str) -> None:
+def _retry_finalize(ctx: WorkerContext, job: Job, why: str,
+                    retry_after: float | None = None) -> None:
     attempts = int(job.get("transfer_attempts") or 1)
     if attempts >= MAX_TRANSFER_ATTEMPTS:
         fail_job(ctx.store, job["id"], f"Could not copy the video: {why}")
         return
-    delay = _backoff(attempts, cap=30)
+    # The sweeper re-sends finalize once the lease runs out: not before the host's Retry-After.
+    delay = at_least(_backoff(attempts, cap=30), retry_after)
     lifecycle.release_finalize(ctx.store, job["id"], ctx.owner, delay)
     log.warning("transfer failed (attempt %d), retrying in %.0f s: %s", attempts, delay, why,
                 extra={"job_id": job["id"]})

@@ -1,11 +1,13 @@
 """Stream a finished video from the provider's URL straight into storage, safely.
 
-Exceptions (``str(exc)`` is a short sentence fit for a job's ``error`` field)::
+Exceptions (``.message`` is a short sentence fit for a job's ``error`` field; ``.retryable``
+says which branch; both from ``app.external.ExternalError``)::
 
     TransferError                   the video could not be fetched
     ├── RetryableTransferError      worth another attempt from the same URL: connection
     │                               refused or reset, timeouts (connect, read, total),
     │                               a body cut off before Content-Length, 408, 429, 5xx
+    │                               (``.retry_after``: the host's Retry-After, if any)
     └── PermanentTransferError      retrying the same URL will not help
         ├── UnsafeURL               not http(s), credentials in the URL, or a host that
         │                           resolves to a non-public address (any hop)

@@ -163,7 +163,7 @@ def deliver(ctx: WorkerContext, delivery_id: str) -> str:
         try:
             status, error = _post(url, payload.encode(), headers, guard)
         except TransferError as exc:  # the guard refused the address (or DNS failed)
-            error = str(exc)
+            error = exc.message
     delivered = error is None
     # No endpoint any more (deleted): nothing to sign with, so give up at once.
     retry_in = None if delivered or error == outbound.NOT_SET \

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from app.backoff import exponential, spread
 from app.logs import strip_query
 from app.store.errors import (
     AlreadyExists,
@@ -226,7 +226,7 @@ class Database:
             except ConflictRetryable:
                 if attempt >= _CONFLICT_RETRIES:
                     raise
-                time.sleep(min(0.5, 0.005 * 2**attempt) * (0.5 + random.random()))
+                time.sleep(spread(exponential(attempt, base=0.005, cap=0.5), 0.5))
 
     def ping(self) -> None:
         """Raise StoreUnavailable unless a trivial query round-trips."""

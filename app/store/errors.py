@@ -1,6 +1,6 @@
 """The store's exception tree, so callers never parse SurrealDB messages themselves.
 
-    StoreError
+    StoreError                  (.message, .retryable: an app.external.ExternalError)
     ├── StoreUnavailable        the database cannot be reached (HTTP 503, readiness false)
     ├── UnencodableParameters   a parameter cannot be sent at all (a caller bug, not an outage)
     ├── StoreLocked             an embedded store is already open in another process
@@ -12,13 +12,17 @@
 
 from __future__ import annotations
 
+from app.external import ExternalError
 
-class StoreError(Exception):
+
+class StoreError(ExternalError):
     """Any failure from the job store."""
 
 
 class StoreUnavailable(StoreError):
     """The store could not be reached or answered with a transport error."""
+
+    retryable = True
 
 
 class UnencodableParameters(StoreError):
@@ -31,6 +35,8 @@ class StoreLocked(StoreError):
 
 class ConflictRetryable(StoreError):
     """A write conflict that is still there after the retries ran out."""
+
+    retryable = True
 
 
 class AlreadyExists(StoreError):

@@ -64,10 +64,6 @@ class WebhookRepository:
 
     # ---- deliveries --------------------------------------------------------------------
 
-    def get_delivery(self, delivery_id: str) -> dict[str, Any] | None:
-        return first(self.db.query(
-            "SELECT * FROM ONLY type::record('webhook_delivery', $id);", {"id": delivery_id})[0])
-
     def deliveries_for_job(self, job_id: str) -> list[dict[str, Any]]:
         return rows(self.db.query(
             "SELECT * FROM webhook_delivery WHERE job_id = $job ORDER BY created_at ASC;",
