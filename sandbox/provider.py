@@ -24,9 +24,9 @@ import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from app.sandbox import render
-from app.sandbox.http11 import KeepAliveHandler, KeepAliveServer
-from app.sandbox.jobs import (
+from sandbox import render
+from sandbox.http11 import KeepAliveHandler, KeepAliveServer
+from sandbox.jobs import (
     CANCELLED,
     CONTENT_POLICY,
     DECODE_FAILED,
@@ -42,8 +42,8 @@ from app.sandbox.jobs import (
     parse_markers,
     validate_input,
 )
-from app.sandbox.journal import Journal
-from app.sandbox.signing import public_jwk, sign_webhook
+from sandbox.journal import Journal
+from sandbox.signing import public_jwk, sign_webhook
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ class SandboxProvider:
     # ----------------------------------------------------------------- lifecycle
 
     def _make_server(self, host: str, port: int) -> Any:
-        from app.sandbox.wsgi import SandboxApp
+        from sandbox.wsgi import SandboxApp
 
         if self.keep_alive:
             return KeepAliveServer((host, port), _KeepAliveHandler, SandboxApp(self))

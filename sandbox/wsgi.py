@@ -10,12 +10,12 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from app.sandbox.jobs import SCENARIOS, UnknownScenario
+from sandbox.jobs import SCENARIOS, UnknownScenario
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
-    from app.sandbox.provider import Download, Reply, SandboxProvider
+    from sandbox.provider import Download, Reply, SandboxProvider
 
 log = logging.getLogger(__name__)
 

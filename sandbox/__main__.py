@@ -1,4 +1,4 @@
-"""Run the sandbox provider in the foreground: `python -m app.sandbox --port 8765`."""
+"""Run the sandbox provider in the foreground: `python -m sandbox --port 8765`."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import logging
 import signal
 import threading
 
-from app.sandbox.provider import SandboxProvider
+from sandbox.provider import SandboxProvider
 
-log = logging.getLogger("app.sandbox")
+log = logging.getLogger("sandbox")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse options, serve until SIGINT/SIGTERM, then stop cleanly."""
-    parser = argparse.ArgumentParser(prog="python -m app.sandbox",
+    parser = argparse.ArgumentParser(prog="python -m sandbox",
                                      description="Local fal-queue-compatible sandbox provider.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
