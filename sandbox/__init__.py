@@ -2,7 +2,7 @@
 
 from sandbox.jobs import SCENARIOS, UnknownScenario
 from sandbox.provider import SandboxProvider
-from sandbox.signing import public_jwk, sign_webhook, webhook_message
+from sandbox.signing import public_jwk, sign_webhook
 
 __all__ = [
     "SCENARIOS",
@@ -10,5 +10,4 @@ __all__ = [
     "UnknownScenario",
     "public_jwk",
     "sign_webhook",
-    "webhook_message",
 ]
