@@ -538,9 +538,9 @@ class Observer:
                 "late_sure": late_sure}
 
 
-_STATUS_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) DEBUG sandbox\.provider: "
+_STATUS_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) DEBUG sandbox\.server: "
                           r"GET /\S+/requests/([0-9a-f-]+)/status")
-_ACCEPT_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO sandbox\.provider: "
+_ACCEPT_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO sandbox\.protocol: "
                           r"sandbox accepted ([0-9a-f-]+) ")
 
 

@@ -7,6 +7,7 @@ import logging
 import signal
 import threading
 
+from sandbox.config import SandboxConfig
 from sandbox.provider import SandboxProvider
 
 log = logging.getLogger("sandbox")
@@ -32,10 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    provider = SandboxProvider(queue_seconds=args.queue_seconds, run_seconds=args.run_seconds,
-                               render=not args.no_render, webhook_retries=args.webhook_retries,
-                               public_url=args.public_url, api_key=args.api_key,
-                               keep_alive=not args.no_keep_alive)
+    provider = SandboxProvider(SandboxConfig(
+        queue_seconds=args.queue_seconds, run_seconds=args.run_seconds,
+        render=not args.no_render, webhook_retries=args.webhook_retries,
+        public_url=args.public_url, api_key=args.api_key, keep_alive=not args.no_keep_alive))
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
