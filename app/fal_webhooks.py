@@ -64,6 +64,11 @@ class JwksUnavailable(WebhookError):
     retryable = True
 
 
+def webhook_message(request_id: str, user_id: str, timestamp: int | str, body: bytes) -> bytes:
+    """The exact bytes fal signs: ids, timestamp and the SHA-256 of the raw body, one a line."""
+    return f"{request_id}\n{user_id}\n{timestamp}\n{hashlib.sha256(body).hexdigest()}".encode()
+
+
 def _decode_jwks(document: Any) -> list[Ed25519PublicKey]:
     """The Ed25519 keys of a JWKS document; other or malformed keys are skipped."""
     keys = []
@@ -123,8 +128,7 @@ class WebhookVerifier:
             raise WebhookRejected("signature is not hex") from None
         if len(signature) != 64:
             raise WebhookRejected("signature has the wrong length")
-        message = (f"{request_id}\n{user_id}\n{stamp}\n"
-                   f"{hashlib.sha256(raw_body).hexdigest()}").encode()
+        message = webhook_message(request_id, user_id, stamp, raw_body)
         keys = self._current_keys()
         if self._verifies(keys, signature, message):
             return request_id

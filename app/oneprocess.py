@@ -129,9 +129,9 @@ def run_all_in_one(host: str = "127.0.0.1", port: int | None = None,
     from werkzeug.serving import make_server
 
     from app import create_app
-    from app.sandbox import SandboxProvider
     from app.storage import build_storage
     from app.wiring import open_store
+    from sandbox import SandboxProvider
     from workers import pipeline
     from workers.celery_app import make_celery
     from workers.context import build_context, set_context

@@ -11,7 +11,7 @@ each checked at least every 10 s, RSS <= 300 MB), beside a naive worker that pol
 Processes (all on 127.0.0.1; every one stopped by pid and the temp dir removed on exit,
 failure or SIGTERM; children also get SIGKILL if this script dies):
 
-- the sandbox provider as its own process (`python -m app.sandbox --no-render`), with a
+- the sandbox provider as its own process (`python -m sandbox --no-render`), with a
   run time far longer than the benchmark, so every job stays IN_PROGRESS;
 - a private `redis-server` on a free port;
 - "our" worker process (this file, `--role worker`): opens the embedded store
@@ -538,9 +538,9 @@ class Observer:
                 "late_sure": late_sure}
 
 
-_STATUS_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) DEBUG app\.sandbox\.provider: "
+_STATUS_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) DEBUG sandbox\.server: "
                           r"GET /\S+/requests/([0-9a-f-]+)/status")
-_ACCEPT_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO app\.sandbox\.provider: "
+_ACCEPT_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO sandbox\.protocol: "
                           r"sandbox accepted ([0-9a-f-]+) ")
 
 
@@ -1027,7 +1027,7 @@ def main() -> int:
         redis = f"redis://127.0.0.1:{redis_port}/0"
         wait_until(lambda: redis_lib.Redis(port=redis_port).ping(), 20, "redis-server")
         sandbox = procs.start("sandbox", [
-            sys.executable, "-m", "app.sandbox", "--host", "127.0.0.1", "--port", str(fal_port),
+            sys.executable, "-m", "sandbox", "--host", "127.0.0.1", "--port", str(fal_port),
             "--no-render", "--queue-seconds", "1", "--run-seconds", "3600",
             # DEBUG: one timestamped line per request (gaps)
             "--log-level", "DEBUG", *(["--no-keep-alive"] if args.no_keep_alive else [])])

@@ -48,11 +48,11 @@ def main() -> int:
     from app.config import Settings
     from app.demo.sample import car_design_png
     from app.passwords import hash_password
-    from app.sandbox import SandboxProvider
     from app.storage import LocalStorage, library_key
     from app.store import DatabaseConfig, Store
     from app.video_templates import load_template_file
     from app.videos import Caller, start_video
+    from sandbox import SandboxProvider
     from workers.celery_app import make_celery
     from workers.context import build_context, set_context
 

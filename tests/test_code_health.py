@@ -16,11 +16,11 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_finds_nothing() -> None:
-    done = _run("ruff", "check", "app", "workers", "tests", "bench")
+    done = _run("ruff", "check", "app", "workers", "sandbox", "tests", "bench")
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_mypy_finds_nothing_with_the_strict_core() -> None:
-    done = _run("mypy", "--no-incremental", "app", "workers")
+    done = _run("mypy", "--no-incremental", "app", "workers", "sandbox")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "disallow_any_generics = true" in (ROOT / "pyproject.toml").read_text()

@@ -31,7 +31,7 @@ from app.fal import (
     Submission,
     failure_reason,
 )
-from app.sandbox import SandboxProvider
+from sandbox import SandboxProvider
 
 KLING = "fal-ai/kling-video/v2.1/standard/image-to-video"
 KEY = "test-key:SECRET-part"
@@ -487,7 +487,7 @@ def test_status_checks_reuse_one_pooled_connection(keep_alive: bool) -> None:
     """The sandbox serves HTTP/1.1 keep-alive as fal does, and the client's pool reuses the
     connection for every check (each new TCP connection cost us CPU per check)."""
     from app.demo.sample import solid_png
-    from app.sandbox import SandboxProvider
+    from sandbox import SandboxProvider
 
     provider = SandboxProvider(queue_seconds=0.0, run_seconds=60, render=False,
                                keep_alive=keep_alive)

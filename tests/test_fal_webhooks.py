@@ -23,7 +23,7 @@ from app.fal_webhooks import (
     event_reason,
     parse_webhook,
 )
-from app.sandbox import SandboxProvider
+from sandbox import SandboxProvider
 
 KLING = "fal-ai/kling-video/v2.1/standard/image-to-video"
 BODY = json.dumps({"request_id": "r-1", "gateway_request_id": "r-1", "status": "OK",

@@ -109,7 +109,7 @@ def test_up_runs_a_demo_animation_end_to_end(tmp_path: Path, up_env: dict[str, s
 def external_sandbox(tmp_path: Path) -> Iterator[str]:
     """fal lives outside the process we crash, as it does in real life."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "app.sandbox", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "sandbox", "--port", str(port),
                              "--queue-seconds", "1", "--run-seconds", "6"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"

@@ -22,8 +22,8 @@ import requests
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from app.sandbox import SandboxProvider
-from app.sandbox.render import make_png, probe_video
+from sandbox import SandboxProvider
+from sandbox.render import make_png, probe_video
 
 KLING = "fal-ai/kling-video/v2.1/standard/image-to-video"
 AUTH = {"Authorization": "Key sandbox-test:secret"}
@@ -662,7 +662,7 @@ def test_thousands_of_jobs_without_a_thread_each(fast: SandboxProvider,
 def test_command_line_entry_point() -> None:
     port = free_port()
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.Popen([sys.executable, "-m", "app.sandbox", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "sandbox", "--port", str(port),
                              "--no-render", "--queue-seconds", "0", "--run-seconds", "0.1"],
                             cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env={**os.environ, "PYTHONPATH": str(root)})

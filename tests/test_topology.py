@@ -32,10 +32,10 @@ from surrealdb import RecordID
 from app.demo.sample import car_design_png
 from app.lifecycle import FINALIZE_LEASE_SECONDS
 from app.passwords import hash_password
-from app.sandbox import SandboxProvider
 from app.store import DatabaseConfig, Store
 from app.store.records import rows
 from app.video_templates import load_template_file
+from sandbox import SandboxProvider
 from tests.conftest import DEMO_TEMPLATES, PASSWORD, ExternalSurreal
 from tests.support.topology import ProcfileProcess, RedisServer, free_port, procfile_commands
 from workers.beat import BEAT_LOCK_KEY, LOCK_TTL_SECONDS

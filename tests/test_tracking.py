@@ -16,7 +16,7 @@ from celery.signals import task_received
 
 from app.check_schedule import MARKER_KEY, SCHEDULE_KEY
 from app.queue import CHECK_TASK
-from app.sandbox import SandboxProvider
+from sandbox import SandboxProvider
 from tests.test_worker_e2e import DESIGN, Stack, make_stack  # noqa: F401  (fixture)
 
 INTERVAL = 3  # STATUS_CHECK_INTERVAL in these tests: a check is scheduled every 1 s

@@ -19,9 +19,9 @@ from werkzeug.serving import make_server
 from app import create_app
 from app.config import Settings
 from app.demo.sample import car_design_png
-from app.sandbox import SandboxProvider
 from app.storage import LocalStorage
 from app.store import Store
+from sandbox import SandboxProvider
 from tests.conftest import UserSession, free_port
 from workers import pipeline
 from workers.celery_app import make_celery

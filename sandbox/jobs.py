@@ -137,6 +137,21 @@ class Job:
         """The `=value` given with a scenario marker, if any."""
         return None if self.scenarios is None else self.scenarios.get(scenario)
 
+    def phase(self, now: float) -> str:
+        """IN_QUEUE, IN_PROGRESS or COMPLETED at monotonic time `now`: arithmetic, no timers."""
+        done_at = self.done_at
+        if done_at is not None and now >= done_at:
+            return "COMPLETED"
+        return "IN_QUEUE" if now < self.started else "IN_PROGRESS"
+
+    def scripted_failure(self) -> Failure | None:
+        """The model failure this job's scenarios call for, if any."""
+        if self.has("model_error"):
+            return CONTENT_POLICY
+        if self.has("runner_error"):
+            return RUNNER_DISCONNECTED
+        return None
+
 
 def new_request_id() -> str:
     """A UUIDv7-shaped id (time-ordered like fal's `019e161b-...`), cheap to make."""

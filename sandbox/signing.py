@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-
-def webhook_message(request_id: str, user_id: str, timestamp: int | str, body: bytes) -> bytes:
-    """The exact bytes fal signs: ids, timestamp and the SHA-256 of the raw body, one a line."""
-    return f"{request_id}\n{user_id}\n{timestamp}\n{hashlib.sha256(body).hexdigest()}".encode()
+# The signed message is the product's definition (the verifier's), so both sides agree.
+from app.fal_webhooks import webhook_message
 
 
 def sign_webhook(private_key: Ed25519PrivateKey, request_id: str, user_id: str,

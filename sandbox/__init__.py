@@ -1,14 +1,15 @@
 """A local fal-queue-compatible provider for tests, benchmarks and offline runs (see README.md)."""
 
-from app.sandbox.jobs import SCENARIOS, UnknownScenario
-from app.sandbox.provider import SandboxProvider
-from app.sandbox.signing import public_jwk, sign_webhook, webhook_message
+from sandbox.config import SandboxConfig
+from sandbox.jobs import SCENARIOS, UnknownScenario
+from sandbox.provider import SandboxProvider
+from sandbox.signing import public_jwk, sign_webhook
 
 __all__ = [
     "SCENARIOS",
+    "SandboxConfig",
     "SandboxProvider",
     "UnknownScenario",
     "public_jwk",
     "sign_webhook",
-    "webhook_message",
 ]

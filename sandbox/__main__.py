@@ -1,4 +1,4 @@
-"""Run the sandbox provider in the foreground: `python -m app.sandbox --port 8765`."""
+"""Run the sandbox provider in the foreground: `python -m sandbox --port 8765`."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ import logging
 import signal
 import threading
 
-from app.sandbox.provider import SandboxProvider
+from sandbox.config import SandboxConfig
+from sandbox.provider import SandboxProvider
 
-log = logging.getLogger("app.sandbox")
+log = logging.getLogger("sandbox")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse options, serve until SIGINT/SIGTERM, then stop cleanly."""
-    parser = argparse.ArgumentParser(prog="python -m app.sandbox",
+    parser = argparse.ArgumentParser(prog="python -m sandbox",
                                      description="Local fal-queue-compatible sandbox provider.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
@@ -32,10 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    provider = SandboxProvider(queue_seconds=args.queue_seconds, run_seconds=args.run_seconds,
-                               render=not args.no_render, webhook_retries=args.webhook_retries,
-                               public_url=args.public_url, api_key=args.api_key,
-                               keep_alive=not args.no_keep_alive)
+    provider = SandboxProvider(SandboxConfig(
+        queue_seconds=args.queue_seconds, run_seconds=args.run_seconds,
+        render=not args.no_render, webhook_retries=args.webhook_retries,
+        public_url=args.public_url, api_key=args.api_key, keep_alive=not args.no_keep_alive))
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
