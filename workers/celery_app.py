@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 
 from app.config import Settings
 from app.queue import (
@@ -74,6 +74,20 @@ def make_celery(settings: Settings, broker_url: str | None = None) -> Celery:
     import workers.tasks  # noqa: F401  (registers the tasks on this app)
 
     return app
+
+
+@worker_init.connect
+def _own_event_loop(**_: Any) -> None:
+    """A worker must run its own event loop, not the one another worker runs.
+
+    Celery's Hub step reuses kombu's process-wide current loop, so a second worker in one
+    process (the tests run two) ran the first one's loop from its own thread: each served
+    the other's broker sockets and timers, and two threads read, wrote and closed one Redis
+    connection (workers/broker.py tells how that ended). `celery worker` runs one worker
+    per process, so there is no loop yet here and this changes nothing."""
+    from kombu.asynchronous import set_event_loop
+
+    set_event_loop(None)
 
 
 @worker_process_init.connect
