@@ -99,10 +99,8 @@ def test_two_workers_share_the_status_checks(make_stack: Callable[..., Stack],  
         check_counter.by_node.clear()
         time.sleep(12)
         counts = dict(check_counter.by_node)
-        # (Both workers stay up until the end: in-process test workers that stop can
-        # leave the other one's consumer idle, which separate processes never do.)
-        # Up to one finalize-lease takeover (90 s) on a loaded machine: a stalled copy is
-        # taken over, which is what this wait must allow, not what it measures.
+        # Both workers stay up until the end. The wait allows one finalize-lease takeover
+        # (90 s) on a loaded machine; it is not what this test measures.
         finals = [stack.wait_terminal(j, timeout=240) for j in ids]
     total = sum(counts.values())
     assert len(counts) == 2, counts  # both workers ran checks
