@@ -119,7 +119,7 @@ def _move(store: Store, job_id: str, move: Move, extra: dict[str, Any], *,
                                 event=event)
 
 
-def _hold(store: Store, job_id: str, status: Status, phases: tuple[Phase, ...],
+def _hold(store: Store, job_id: str, status: Status, phases: tuple[Phase, ...] | None,
           extra: dict[str, Any], *, owner: str | None = None, lease_free: bool = False,
           event: str | None = None) -> Job | None:
     """A write that keeps the job where it is (a lease, fal's ids): same compare-and-set."""
@@ -164,7 +164,7 @@ def record_submission(store: Store, job_id: str, owner: str, submission: fal.Sub
     if saved is None:
         current = store.jobs.get(job_id)
         if current is not None and current.get("fal_request_id") == submission.request_id:
-            store.jobs.update_if(job_id, (Status.PROCESSING,), {
+            _hold(store, job_id, Status.PROCESSING, None, {
                 "fal_status_url": submission.status_url,
                 "fal_response_url": submission.response_url,
                 "fal_cancel_url": submission.cancel_url})

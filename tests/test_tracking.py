@@ -25,10 +25,8 @@ INTERVAL = 3  # STATUS_CHECK_INTERVAL in these tests: a check is scheduled every
 @pytest.fixture
 def sandbox() -> Iterator[SandboxProvider]:
     """fal jobs that stay IN_PROGRESS for the whole test (then finish)."""
-    provider = SandboxProvider(queue_seconds=0.2, run_seconds=20, render=False)
-    provider.start()
-    yield provider
-    provider.stop()
+    with SandboxProvider(queue_seconds=0.2, run_seconds=20, render=False) as provider:
+        yield provider
 
 
 class CheckCounter:

@@ -33,10 +33,8 @@ DESIGN = car_design_png(320, 180)
 
 @pytest.fixture
 def sandbox() -> Iterator[SandboxProvider]:
-    provider = SandboxProvider(queue_seconds=0.3, run_seconds=0.8, render=True)
-    provider.start()
-    yield provider
-    provider.stop()
+    with SandboxProvider(queue_seconds=0.3, run_seconds=0.8, render=True) as provider:
+        yield provider
 
 
 class Stack:

@@ -36,7 +36,6 @@ from app.fal import (
 )
 from app.jobs import Job, Phase
 from app.lifecycle import FINALIZE_GRACE_SECONDS
-from app.lifecycle import fail as fail_job
 from app.posters import store_poster
 from app.storage import LocalStorage, job_video_key
 from app.store.jobs import OUTBOX_DISPATCH_GRACE_SECONDS, RESEND_PENDING_SECONDS
@@ -122,13 +121,13 @@ def submit_job(ctx: WorkerContext, job_id: str) -> None:
         payload = build_input(ctx, claimed)
     except Exception as exc:  # the start image vanished or storage is down
         log.warning("cannot read start image: %s", type(exc).__name__, extra={"job_id": job_id})
-        fail_job(store, job_id, lifecycle.START_IMAGE_GONE)
+        lifecycle.fail(store, job_id, lifecycle.START_IMAGE_GONE)
         return
     try:
         submission = ctx.fal.submit(claimed["model"], payload, webhook_url(ctx, job_id))
     except FalRetryable as exc:
         if int(claimed.get("attempts") or 0) >= MAX_SUBMIT_ATTEMPTS:
-            fail_job(store, job_id, f"Provider unavailable: {exc.message}")
+            lifecycle.fail(store, job_id, f"Provider unavailable: {exc.message}")
             return
         delay = at_least(_backoff(int(claimed.get("attempts") or 1)), exc.retry_after)
         lifecycle.retry_submit(store, job_id, ctx.owner, delay)
@@ -139,7 +138,7 @@ def submit_job(ctx: WorkerContext, job_id: str) -> None:
         submission_outcome_unknown(ctx, claimed)
         return
     except FalPermanent as exc:
-        fail_job(store, job_id, exc.message)
+        lifecycle.fail(store, job_id, exc.message)
         return
     saved = lifecycle.record_submission(store, job_id, ctx.owner, submission,
                                         check_gap(ctx.settings))
@@ -184,18 +183,18 @@ def check_status(ctx: WorkerContext, job: Job) -> None:
     try:
         status = ctx.fal.status(job.get("fal_status_url") or "")
     except FalNotFound:
-        _still_tracked(ctx, job_id, fail_job(ctx.store, job_id,
+        _still_tracked(ctx, job_id, lifecycle.fail(ctx.store, job_id,
                                              "Provider no longer knows this request"))
         return
     except FalRetryable as exc:
         log.info("status check failed, will retry: %s", exc, extra={"job_id": job_id})
         return
     except FalPermanent as exc:
-        _still_tracked(ctx, job_id, fail_job(ctx.store, job_id, exc.message))
+        _still_tracked(ctx, job_id, lifecycle.fail(ctx.store, job_id, exc.message))
         return
     if status.status == fal.COMPLETED:
         if status.failed:
-            _still_tracked(ctx, job_id, fail_job(ctx.store, job_id, failure_reason(status)))
+            _still_tracked(ctx, job_id, lifecycle.fail(ctx.store, job_id, failure_reason(status)))
         else:
             _still_tracked(ctx, job_id,
                            lifecycle.provider_completed(ctx.store, ctx.enqueuer, job))
@@ -433,7 +432,7 @@ def finalize_job(ctx: WorkerContext, job_id: str) -> None:
                             exc.retry_after)
             return
         except FalPermanent as exc:
-            fail_job(store, job_id, exc.message)
+            lifecycle.fail(store, job_id, exc.message)
             return
     log.info("[VIDEO JOB %s] Completed, downloading from %s", job_id, strip_query(url),
              extra={"job_id": job_id})
@@ -447,7 +446,7 @@ def finalize_job(ctx: WorkerContext, job_id: str) -> None:
         _retry_finalize(ctx, claimed, exc.message, exc.retry_after)
         return
     except PermanentTransferError as exc:
-        fail_job(store, job_id, exc.message)
+        lifecycle.fail(store, job_id, exc.message)
         return
     template = store.templates.get(claimed["template_id"]) or {}
     store.library.add(key=key, user_id=claimed["user_id"], kind="video",
@@ -519,7 +518,7 @@ def _retry_finalize(ctx: WorkerContext, job: Job, why: str,
                     retry_after: float | None = None) -> None:
     attempts = int(job.get("transfer_attempts") or 1)
     if attempts >= MAX_TRANSFER_ATTEMPTS:
-        fail_job(ctx.store, job["id"], f"Could not copy the video: {why}")
+        lifecycle.fail(ctx.store, job["id"], f"Could not copy the video: {why}")
         return
     # The sweeper re-sends finalize once the lease runs out: not before the host's Retry-After.
     delay = at_least(_backoff(attempts, cap=30), retry_after)
